@@ -1,0 +1,150 @@
+// Command sonix-run boots a built NixOS system without a disk image: the
+// kernel and initrd from its bootspec (boot.json), the host's store shared
+// read-only over virtio-fs, and a tmpfs root.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sonix-run/sonix-run/launcher"
+	_ "github.com/sonix-run/sonix-run/qemu" // the QEMU backend
+)
+
+// Exit statuses; README.md documents them.
+const (
+	exitOK         = 0   // the guest powered off
+	exitUsage      = 2   // bad flags or input; nothing was started
+	exitFailure    = 120 // QEMU, virtiofsd or sonix-run itself failed
+	exitGuestReset = 121 // the guest rebooted
+	exitGuestPanic = 122 // the guest kernel panicked
+	exitTimeout    = 124 // --timeout expired (as timeout(1))
+	exitSignalBase = 128 // + the signal that stopped the run; Ctrl-a x counts as SIGINT
+)
+
+const usage = `Usage: sonix-run [OPTIONS] TARGET
+
+Boot a built NixOS system without a disk image. TARGET is a bootspec
+boot.json, a NixOS toplevel directory holding one, or a link to either such
+as ./result. The host's store is shared read-only over virtio-fs, the root
+is a tmpfs, and the guest console is on stdout.
+
+Examples:
+  sonix-run ./result                         boot the system just built
+  sonix-run --specialisation debug ./result  boot one of its specialisations
+  sonix-run --memory 4G --cpus 4 ./result/boot.json
+  sonix-run --store /tmp/chroot/nix/store --modules ./lib/modules ./result
+  sonix-run --append systemd.unit=rescue.target ./result
+  sonix-run --timeout 5m --console-log boot.log ./result   (CI)
+  sonix-run --dry-run ./result               print the commands, start nothing
+
+Kernel command line: init=<init> from boot.json, then its kernelParams, then
+what the machine needs (console=ttyS0 or ttyAMA0, panic=-1), then --append.
+
+Console keys (when stdin is a terminal): Ctrl-a x stops the VM and exits,
+Ctrl-a h lists the keys, Ctrl-a Ctrl-a sends Ctrl-a.
+
+Exit status: 0 the guest powered off; 2 bad input (nothing started);
+120 QEMU, virtiofsd or sonix-run failed; 121 the guest rebooted; 122 the
+guest kernel panicked; 124 --timeout expired; 128+N stopped by signal N
+(130 also for Ctrl-a x).
+
+Options:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	cfg := launcher.Config{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	var memory, accel string
+	var showHelp bool
+	fs := pflag.NewFlagSet("sonix-run", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.SortFlags = false
+	fs.StringVar(&memory, "memory", fmt.Sprintf("%dM", launcher.DefaultMemoryMiB), "guest memory, e.g. 512M or 2G")
+	fs.IntVar(&cfg.CPUs, "cpus", launcher.DefaultCPUs, "virtual CPUs")
+	fs.StringVar(&accel, "accel", "auto", "auto, kvm or tcg; auto uses KVM where it really runs a guest")
+	fs.StringVar(&cfg.Backend, "backend", "auto", "auto or qemu")
+	fs.StringVar(&cfg.StoreDir, "store", launcher.DefaultStoreDir, "host `DIR` holding the store paths boot.json names")
+	fs.StringVar(&cfg.ModulesDir, "modules", "", "a /lib/modules `DIR` to share into the guest")
+	fs.StringVar(&cfg.StoreTag, "store-tag", launcher.DefaultStoreTag, "virtiofs `TAG` of the store share")
+	fs.StringVar(&cfg.ModulesTag, "modules-tag", launcher.DefaultModulesTag, "virtiofs `TAG` of the modules share")
+	fs.StringArrayVar(&cfg.Append, "append", nil, "add `ARG` to the kernel command line, last (repeatable)")
+	fs.StringVar(&cfg.Specialisation, "specialisation", "", "boot the specialisation `NAME`")
+	fs.DurationVar(&cfg.Timeout, "timeout", 0, "stop the VM after `DURATION` (e.g. 90s, 5m) and exit 124")
+	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", launcher.DefaultStopTimeout, "on SIGINT/SIGTERM, how long the guest may take to power off")
+	fs.StringVar(&cfg.ConsoleLog, "console-log", "", "also append the console to `FILE`")
+	fs.BoolVarP(&cfg.Verbose, "verbose", "v", false, "show QEMU's and virtiofsd's own messages")
+	fs.BoolVarP(&cfg.DryRun, "dry-run", "n", false, "print the commands a run executes, as a shell script, and start nothing")
+	fs.BoolVarP(&showHelp, "help", "h", false, "show this help")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintf(stderr, "sonix-run: %v\nTry 'sonix-run --help'.\n", err)
+		return exitUsage
+	}
+	if showHelp {
+		fs.SetOutput(stdout)
+		fmt.Fprint(stdout, usage)
+		fs.PrintDefaults()
+		return exitOK
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintf(stderr, "sonix-run: expected one TARGET (a boot.json or NixOS toplevel), got %d\nTry 'sonix-run --help'.\n", fs.NArg())
+		return exitUsage
+	}
+	cfg.Target = fs.Arg(0)
+	cfg.Accel = launcher.Accel(accel)
+	var err error
+	if cfg.MemoryMiB, err = launcher.ParseMemory(memory); err != nil {
+		fmt.Fprintf(stderr, "sonix-run: --memory: %v\n", err)
+		return exitUsage
+	}
+
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, launcher.StopSignals...)
+	defer signal.Stop(signals)
+	signal.Ignore(syscall.SIGPIPE) // a closed stdout must not kill sonix-run before it cleans up
+	cfg.Signals = signals
+
+	err = launcher.Run(context.Background(), cfg)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "sonix-run: %v\n", err)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var e *launcher.Error
+	if !errors.As(err, &e) {
+		return exitFailure
+	}
+	switch e.Reason {
+	case launcher.BadInput:
+		return exitUsage
+	case launcher.GuestReset:
+		return exitGuestReset
+	case launcher.GuestPanic:
+		return exitGuestPanic
+	case launcher.Timeout:
+		return exitTimeout
+	case launcher.Interrupted:
+		if sig, ok := e.Signal.(syscall.Signal); ok {
+			return exitSignalBase + int(sig)
+		}
+		return exitSignalBase + int(syscall.SIGINT)
+	}
+	return exitFailure
+}

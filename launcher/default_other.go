@@ -1,0 +1,5 @@
+//go:build !darwin
+
+package launcher
+
+const defaultBackendName = "qemu"

@@ -1,0 +1,312 @@
+package launcher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+
+	"github.com/sonix-run/sonix-run/bootjson"
+	"github.com/sonix-run/sonix-run/virtiofs"
+)
+
+// Prepare turns a Config into the VM to boot and the backend that boots it,
+// checking all input; it starts nothing. Every error is a BadInput *Error.
+func Prepare(cfg *Config) (*VM, Backend, error) {
+	cfg.setDefaults()
+	bad := func(err error) (*VM, Backend, error) { return nil, nil, &Error{Reason: BadInput, Err: err} }
+	if cfg.Target == "" {
+		return bad(fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)"))
+	}
+	if err := checkDir("--store", cfg.StoreDir); err != nil {
+		return bad(err)
+	}
+	if cfg.ModulesDir != "" {
+		if err := checkDir("--modules", cfg.ModulesDir); err != nil {
+			return bad(err)
+		}
+	}
+	doc, err := bootjson.LoadStore(cfg.Target, cfg.StoreDir)
+	if err != nil {
+		return bad(err)
+	}
+	spec, err := doc.Select(cfg.Specialisation)
+	if err != nil {
+		return bad(err)
+	}
+	paths, err := spec.Locate(doc.Path, cfg.StoreDir)
+	if err != nil {
+		return bad(err)
+	}
+	arch, err := ArchOfSystem(spec.System)
+	if err != nil {
+		return bad(fmt.Errorf("%s: %w", doc.Path, err))
+	}
+	backend, err := lookupBackend(cfg.Backend)
+	if err != nil {
+		return bad(err)
+	}
+	vm := &VM{
+		Name:       "sonix-run",
+		Arch:       arch,
+		Accel:      cfg.Accel,
+		CPUs:       cfg.CPUs,
+		MemoryMiB:  cfg.MemoryMiB,
+		Kernel:     paths.Kernel,
+		Initrd:     paths.Initrd,
+		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
+		UserParams: cfg.Append,
+		Shares:     []Share{{Tag: cfg.StoreTag, HostDir: cfg.StoreDir, ReadOnly: true, Cache: CacheAlways}},
+	}
+	if cfg.ModulesDir != "" {
+		vm.Shares = append(vm.Shares, Share{Tag: cfg.ModulesTag, HostDir: cfg.ModulesDir, ReadOnly: true, Cache: CacheAuto})
+	}
+	if err := vm.Validate(); err != nil {
+		return bad(err)
+	}
+	return vm, backend, nil
+}
+
+// runDirBase is where per-run directories go: $XDG_RUNTIME_DIR (private to
+// the user, on tmpfs) when set, else the temporary directory.
+func runDirBase() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			return d
+		}
+	}
+	return os.TempDir()
+}
+
+// assignSockets names each share's virtiofsd socket inside the run directory.
+func assignSockets(vm *VM) {
+	for i := range vm.Shares {
+		vm.Shares[i].Socket = filepath.Join(vm.RunDir, fmt.Sprintf("fs%d-%s.sock", i, safeName(vm.Shares[i].Tag)))
+	}
+}
+
+func safeName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+func daemonShares(vm *VM) []virtiofs.Share {
+	var out []virtiofs.Share
+	for _, s := range vm.Shares {
+		out = append(out, virtiofs.Share{Name: s.Tag, Dir: s.HostDir, Socket: s.Socket, ReadOnly: s.ReadOnly, Cache: string(s.Cache)})
+	}
+	return out
+}
+
+// Run boots the system cfg names and waits until the VM ends. It returns nil
+// when the guest powered off cleanly, else an *Error saying why not. Whatever
+// ends the run, every process it started is stopped and its run directory
+// removed before Run returns.
+func Run(ctx context.Context, cfg Config) error {
+	vm, backend, err := Prepare(&cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.DryRun {
+		return dryRun(ctx, &cfg, vm, backend)
+	}
+
+	dir, err := os.MkdirTemp(runDirBase(), "sonix-run-") // mode 0700
+	if err != nil {
+		return fail(Failure, "creating the run directory: %w", err)
+	}
+	vm.RunDir = dir
+	assignSockets(vm)
+	r := &run{cfg: &cfg, vm: vm, backend: backend}
+	err = r.boot(ctx)
+	return joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
+}
+
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing the run directory: %w", err)
+	}
+	return nil
+}
+
+// joinTeardown adds teardown errors to the run's result without hiding why
+// the run ended.
+func joinTeardown(runErr, teardownErr error) error {
+	if teardownErr == nil {
+		return runErr
+	}
+	if runErr == nil {
+		return &Error{Reason: Failure, Err: fmt.Errorf("cleaning up: %w", teardownErr)}
+	}
+	e, ok := runErr.(*Error)
+	if !ok {
+		e = &Error{Reason: Failure, Err: runErr}
+	}
+	return &Error{Reason: e.Reason, Signal: e.Signal, Err: fmt.Errorf("%w; cleaning up: %v", e.Err, teardownErr)}
+}
+
+// run is the state of one boot, for teardown.
+type run struct {
+	cfg     *Config
+	vm      *VM
+	backend Backend
+	fsd     *virtiofs.Group
+	machine Machine
+	console *console
+}
+
+// diag is where helper processes' own messages go.
+func (r *run) diag() io.Writer {
+	if r.cfg.Verbose {
+		return r.cfg.Stderr
+	}
+	return nil
+}
+
+func (r *run) boot(ctx context.Context) error {
+	cfg, vm := r.cfg, r.vm
+	if err := r.backend.Resolve(ctx, vm, false, cfg.Stderr); err != nil {
+		return &Error{Reason: BadInput, Err: err}
+	}
+	if r.backend.UsesVirtiofsd() && len(vm.Shares) > 0 {
+		d, err := virtiofs.Find(ctx)
+		if err != nil {
+			return &Error{Reason: BadInput, Err: err}
+		}
+		if r.fsd, err = virtiofs.StartAll(ctx, d, daemonShares(vm), r.diag()); err != nil {
+			return &Error{Reason: Failure, Err: err}
+		}
+	}
+	var err error
+	if r.console, err = openConsole(cfg); err != nil {
+		return &Error{Reason: Failure, Err: err}
+	}
+	r.machine, err = r.backend.Start(ctx, vm, r.console.guest, cfg.Stderr)
+	r.console.started() // the backend holds the guest's ends now
+	if err != nil {
+		return &Error{Reason: Failure, Err: err}
+	}
+	return r.wait(ctx)
+}
+
+// wait supervises the running VM until it ends, acting on signals, the
+// timeout, Ctrl-a x and helper failures.
+func (r *run) wait(ctx context.Context) error {
+	cfg := r.cfg
+	var timeout, stopTimeout <-chan time.Time
+	if cfg.Timeout > 0 {
+		t := time.NewTimer(cfg.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var fsdExited <-chan *virtiofs.Process
+	if r.fsd != nil {
+		fsdExited = r.fsd.Exited()
+	}
+	var ended *Error // set when sonix-run decides to end the run
+	stop := func(e *Error) {
+		if ended == nil {
+			ended = e
+		}
+		r.machine.Stop()
+	}
+	for {
+		select {
+		case <-r.machine.Done():
+			return r.outcome(ended)
+		case p := <-fsdExited:
+			stop(&Error{Reason: Failure, Err: fmt.Errorf("%w; the guest cannot use that share any more, so the VM was stopped", p.ExitError())})
+		case <-timeout:
+			r.console.notice("sonix-run: --timeout %v expired; stopping the VM", cfg.Timeout)
+			stop(fail(Timeout, "--timeout %v expired", cfg.Timeout))
+		case <-r.console.quit:
+			stop(fail(Interrupted, "stopped with Ctrl-a x"))
+		case sig := <-cfg.Signals:
+			e := &Error{Reason: Interrupted, Signal: sig, Err: fmt.Errorf("stopped by %v", sig)}
+			if ended != nil || stopTimeout != nil {
+				r.console.notice("sonix-run: %v again: stopping the VM now", sig)
+				stop(e)
+				continue
+			}
+			ended = e
+			r.console.notice("sonix-run: %v: pressing the guest's power button; waiting up to %v (signal again to stop at once)", sig, cfg.StopTimeout)
+			if err := r.machine.Shutdown(ctx); err != nil {
+				r.console.notice("sonix-run: power button: %v; stopping the VM", err)
+				stop(e)
+				continue
+			}
+			t := time.NewTimer(cfg.StopTimeout)
+			defer t.Stop()
+			stopTimeout = t.C
+		case <-stopTimeout:
+			r.console.notice("sonix-run: the guest did not power off within %v; stopping the VM", cfg.StopTimeout)
+			stop(ended)
+		case <-ctx.Done():
+			stop(&Error{Reason: Interrupted, Err: ctx.Err()})
+		}
+	}
+}
+
+// outcome turns how the VM ended into Run's result.
+func (r *run) outcome(ended *Error) error {
+	out := r.machine.Outcome()
+	switch out.Ending {
+	case PoweredOff:
+		if ended != nil && ended.Signal != nil {
+			return ended // powered off because sonix-run was told to stop
+		}
+		return nil
+	case Panicked:
+		return fail(GuestPanic, "the guest kernel panicked")
+	case Reset:
+		if ended != nil {
+			return ended
+		}
+		return fail(GuestReset, "the guest rebooted, which ends the run (a panic that the guest could not report looks the same: give it the pvpanic driver)")
+	case Stopped:
+		if ended != nil {
+			return ended
+		}
+		return fail(Failure, "the VM was stopped")
+	}
+	if ended != nil && ended.Reason == Failure {
+		return ended
+	}
+	return &Error{Reason: Failure, Err: out.Err}
+}
+
+// teardown stops whatever is still running, in reverse order of starting,
+// and collects every error.
+func (r *run) teardown() error {
+	var errs *multierror.Error
+	if r.machine != nil {
+		if err := r.machine.Stop(); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if r.console != nil {
+		if err := r.console.close(); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	if r.fsd != nil {
+		// They exit by themselves once QEMU disconnects.
+		if err := r.fsd.Stop(2 * time.Second); err != nil {
+			errs = multierror.Append(errs, err)
+		}
+	}
+	return errs.ErrorOrNil()
+}
+
+// StopSignals are the signals that ask a run to stop.
+var StopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}

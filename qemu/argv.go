@@ -1,0 +1,105 @@
+// Package qemu is the QEMU backend: it turns a launcher.VM into a QEMU
+// command line (Argv, a pure function) and supervises the process, driving
+// its lifecycle through QMP.
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/sonix-run/sonix-run/launcher"
+)
+
+// board holds what differs between guest architectures.
+type board struct {
+	binary  string   // qemu-system-*
+	machine string   // -machine type and options before accel
+	console string   // the guest's name for the serial console
+	pvpanic string   // the panic-reporting device
+	rng     string   // the entropy device
+	extra   []string // other per-machine arguments
+}
+
+var boards = map[launcher.Arch]board{
+	// q35 over microvm: it never hung under TCG in our boots, microvm did
+	// (no HPET/PM timer to calibrate the TSC against).
+	launcher.X86_64: {binary: "qemu-system-x86_64", machine: "q35", console: "ttyS0", pvpanic: "pvpanic", rng: "virtio-rng-pci"},
+	launcher.AArch64: {binary: "qemu-system-aarch64", machine: "virt,gic-version=max", console: "ttyAMA0", pvpanic: "pvpanic-pci", rng: "virtio-rng-pci"},
+}
+
+// QMPSocket is where the QMP socket of a run lives.
+func QMPSocket(vm *launcher.VM) string { return filepath.Join(vm.RunDir, "qmp.sock") }
+
+// MachineParams are the kernel parameters the QEMU machine needs: its console,
+// and panic=-1 so that a panic reboots at once, which -no-reboot turns into
+// the end of the run.
+func MachineParams(arch launcher.Arch) []string {
+	return []string{"console=" + boards[arch].console, "panic=-1"}
+}
+
+// Binary is the QEMU system emulator for arch.
+func Binary(arch launcher.Arch) (string, error) {
+	m, ok := boards[arch]
+	if !ok {
+		return "", fmt.Errorf("QEMU backend: unsupported architecture %q", arch)
+	}
+	return m.binary, nil
+}
+
+// Argv returns the QEMU command line for vm, with qemuPath as argv[0].
+// vm.Accel must be resolved (kvm or tcg).
+func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
+	m, ok := boards[vm.Arch]
+	if !ok {
+		return nil, fmt.Errorf("QEMU backend: unsupported architecture %q", vm.Arch)
+	}
+	if vm.Accel != launcher.AccelKVM && vm.Accel != launcher.AccelTCG {
+		return nil, fmt.Errorf("QEMU backend: accelerator %q is not resolved", vm.Accel)
+	}
+	cpu := "max"
+	if vm.Accel == launcher.AccelKVM {
+		cpu = "host"
+	}
+	mem := fmt.Sprintf("%dM", vm.MemoryMiB)
+	a := []string{qemuPath,
+		"-name", opt(vm.Name),
+		// vhost-user-fs needs guest RAM that virtiofsd can map: a shared
+		// memfd backend, sized exactly like -m.
+		"-machine", m.machine + ",accel=" + string(vm.Accel) + ",memory-backend=mem",
+		"-cpu", cpu,
+		"-smp", fmt.Sprint(vm.CPUs),
+		"-m", mem,
+		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
+		"-nodefaults", "-no-user-config", "-display", "none",
+		// A guest reboot ends the run instead of booting again.
+		"-no-reboot",
+		// The console is QEMU's stdin/stdout, which sonix-run owns: it
+		// forwards the terminal, handles Ctrl-a and writes the console log.
+		"-chardev", "stdio,id=console",
+		"-serial", "chardev:console",
+		"-qmp", "unix:" + opt(QMPSocket(vm)) + ",server=on,wait=off",
+		// A panicking guest reports it (GUEST_PANICKED); QEMU then exits
+		// non-zero, so a panic fails even a pasted --dry-run command.
+		"-device", m.pvpanic,
+		"-action", "panic=exit-failure",
+		"-device", m.rng,
+	}
+	a = append(a, m.extra...)
+	for i, s := range vm.Shares {
+		id := fmt.Sprintf("fs%d", i)
+		a = append(a,
+			"-chardev", "socket,id="+id+",path="+opt(s.Socket),
+			"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag="+opt(s.Tag))
+	}
+	a = append(a, "-kernel", vm.Kernel)
+	if vm.Initrd != "" {
+		a = append(a, "-initrd", vm.Initrd)
+	}
+	a = append(a, "-append", vm.CommandLine(MachineParams(vm.Arch)...))
+	return a, nil
+}
+
+// opt escapes a value inside a QEMU key=value option list, where a comma
+// separates options and ",," stands for a literal comma.
+func opt(v string) string { return strings.ReplaceAll(v, ",", ",,") }
