@@ -130,7 +130,7 @@ const probeValue = 0x2a
 // 32-bit code writes probeValue to the isa-debug-exit port and halts.
 func multibootProbe() []byte {
 	var magic, flags, base uint32 = 0x1BADB002, 0x00010000, 0x100000 // flags: load addresses given
-	checksum := 0 - (magic + flags) // wraps: the three sum to zero
+	checksum := 0 - (magic + flags)                                  // wraps: the three sum to zero
 	header := []uint32{magic, flags, checksum, base, base, 0, 0, base + 32}
 	img := make([]byte, 32)
 	for i, v := range header {

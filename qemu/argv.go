@@ -24,7 +24,7 @@ type board struct {
 var boards = map[launcher.Arch]board{
 	// q35 over microvm: it never hung under TCG in our boots, microvm did
 	// (no HPET/PM timer to calibrate the TSC against).
-	launcher.X86_64: {binary: "qemu-system-x86_64", machine: "q35", console: "ttyS0", pvpanic: "pvpanic", rng: "virtio-rng-pci"},
+	launcher.X86_64:  {binary: "qemu-system-x86_64", machine: "q35", console: "ttyS0", pvpanic: "pvpanic", rng: "virtio-rng-pci"},
 	launcher.AArch64: {binary: "qemu-system-aarch64", machine: "virt,gic-version=max", console: "ttyAMA0", pvpanic: "pvpanic-pci", rng: "virtio-rng-pci"},
 }
 
