@@ -15,4 +15,5 @@ require (
 	golang.org/x/mod v0.22.0 // indirect
 	golang.org/x/sys v0.30.0 // indirect
 	golang.org/x/term v0.29.0 // indirect
+	golang.org/x/tools v0.26.0 // indirect
 )

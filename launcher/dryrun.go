@@ -23,7 +23,7 @@ func dryRun(ctx context.Context, cfg *Config, vm *VM, backend Backend) error {
 	w := cfg.Stdout
 	fmt.Fprintf(w, "# sonix-run --dry-run: what a run executes; paste it into a shell to boot the same system.\n")
 	fmt.Fprintf(w, "mkdir -m 0700 %s\n", ShellQuote(vm.RunDir))
-	var sockets []string
+	var sockets, leftovers []string
 	if backend.UsesVirtiofsd() && len(vm.Shares) > 0 {
 		d, err := virtiofs.Find(ctx)
 		if err != nil {
@@ -36,6 +36,7 @@ func dryRun(ctx context.Context, cfg *Config, vm *VM, backend Backend) error {
 			}
 			fmt.Fprintf(w, "%s &\n", ShellJoin(args))
 			sockets = append(sockets, s.Socket)
+			leftovers = append(leftovers, d.Leftovers(s)...)
 		}
 		// sonix-run itself waits with inotify; a pasted script can only poll.
 		var tests []string
@@ -51,7 +52,7 @@ func dryRun(ctx context.Context, cfg *Config, vm *VM, backend Backend) error {
 	if argv != nil {
 		fmt.Fprintf(w, "%s\n", ShellJoin(argv))
 	}
-	fmt.Fprintf(w, "rm -rf %s\n", ShellQuote(vm.RunDir))
+	fmt.Fprintf(w, "rm -rf %s\n", ShellJoin(append([]string{vm.RunDir}, leftovers...)))
 	return nil
 }
 

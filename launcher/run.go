@@ -225,6 +225,13 @@ func (r *run) wait(ctx context.Context) error {
 		case <-r.machine.Done():
 			return r.outcome(ended)
 		case p := <-fsdExited:
+			// virtiofsd also exits when QEMU, shutting down, disconnects
+			// it, and may be seen first; only a VM that goes on is hurt.
+			select {
+			case <-r.machine.Done():
+				return r.outcome(ended)
+			case <-time.After(fsdExitGrace):
+			}
 			stop(&Error{Reason: Failure, Err: fmt.Errorf("%w; the guest cannot use that share any more, so the VM was stopped", p.ExitError())})
 		case <-timeout:
 			r.console.notice("sonix-run: --timeout %v expired; stopping the VM", cfg.Timeout)
@@ -307,6 +314,10 @@ func (r *run) teardown() error {
 	}
 	return errs.ErrorOrNil()
 }
+
+// fsdExitGrace is how long a virtiofsd exit may precede QEMU's own when QEMU
+// is shutting down.
+const fsdExitGrace = 2 * time.Second
 
 // StopSignals are the signals that ask a run to stop.
 var StopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}

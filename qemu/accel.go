@@ -71,19 +71,30 @@ func resolveAccel(ctx context.Context, vm *launcher.VM, qemuPath string, dryRun 
 		vm.Accel = launcher.AccelTCG
 		return nil
 	}
-	if dryRun {
+	verdict, known := cachedProbe(qemuPath)
+	switch {
+	case known:
+	case dryRun:
 		vm.Accel = launcher.AccelKVM
-		fmt.Fprintf(log, "sonix-run: --dry-run does not probe KVM; a real run falls back to TCG if KVM does not run a test guest within %v\n", ProbeTimeout)
+		fmt.Fprintf(log, "sonix-run: --dry-run starts nothing, so KVM was not probed; a real run falls back to TCG if KVM does not run a test guest within %v\n", ProbeTimeout)
 		return nil
+	default:
+		verdict = probeOK
+		if err := probeKVM(ctx, vm, qemuPath); err != nil {
+			verdict = err.Error()
+		}
+		rememberProbe(qemuPath, verdict)
 	}
-	if err := probeKVM(ctx, vm, qemuPath); err != nil {
-		fmt.Fprintf(log, "sonix-run: using TCG (slow): /dev/kvm opens but %v; --accel kvm forces KVM\n", err)
+	if verdict != probeOK {
+		fmt.Fprintf(log, "sonix-run: using TCG (slow): /dev/kvm opens but %s; --accel kvm forces KVM\n", verdict)
 		vm.Accel = launcher.AccelTCG
 		return nil
 	}
 	vm.Accel = launcher.AccelKVM
 	return nil
 }
+
+const probeOK = "ok"
 
 // probeKVM boots a tiny guest under KVM on the machine type the VM will use,
 // through the same firmware, and waits for it to report back. Only x86_64

@@ -157,6 +157,15 @@ func (d *Daemon) Args(s Share, asRoot bool) ([]string, error) {
 	return nil, fmt.Errorf("%s: unknown virtiofsd flavour", d.Path)
 }
 
+// Leftovers are files the daemon serving s leaves behind when it exits, for
+// a caller that runs it by hand (sonix-run's own Stop removes them).
+func (d *Daemon) Leftovers(s Share) []string {
+	if d.Flavour == Legacy {
+		return []string{legacyPidFile(s.Socket)}
+	}
+	return nil
+}
+
 // legacyPidFile is where the C daemon, run as root, keeps a lock file that it
 // never removes: /run/virtiofsd/ plus the socket path with '/' turned to '.'.
 func legacyPidFile(socket string) string {

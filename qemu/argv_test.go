@@ -1,0 +1,184 @@
+package qemu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sonix-run/sonix-run/launcher"
+)
+
+func testVM() *launcher.VM {
+	return &launcher.VM{
+		Name: "sonix-run", Arch: launcher.X86_64, Accel: launcher.AccelTCG, CPUs: 2, MemoryMiB: 1024,
+		Kernel: "/s/k/bzImage", Initrd: "/s/i/initrd",
+		BootParams: []string{"init=/nix/store/t/init", "loglevel=4"},
+		UserParams: []string{"quiet", "sonix.test=x"},
+		Shares: []launcher.Share{
+			{Tag: "store", HostDir: "/s", ReadOnly: true, Socket: "/run/r/fs0-store.sock"},
+			{Tag: "modules", HostDir: "/m", ReadOnly: true, Socket: "/run/r/fs1-modules.sock"},
+		},
+		RunDir: "/run/r",
+	}
+}
+
+// pairs returns the values that follow each occurrence of flag.
+func pairs(argv []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(argv); i++ {
+		if argv[i] == flag {
+			out = append(out, argv[i+1])
+		}
+	}
+	return out
+}
+
+func has(argv []string, arg string) bool {
+	for _, a := range argv {
+		if a == arg {
+			return true
+		}
+	}
+	return false
+}
+
+func TestArgv(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(vm *launcher.VM)
+		check  func(t *testing.T, argv []string)
+	}{
+		{"direct kernel boot", nil, func(t *testing.T, a []string) {
+			want := map[string]string{"-kernel": "/s/k/bzImage", "-initrd": "/s/i/initrd",
+				"-append": "init=/nix/store/t/init loglevel=4 console=ttyS0 panic=-1 quiet sonix.test=x"}
+			for flag, v := range want {
+				if got := pairs(a, flag); len(got) != 1 || got[0] != v {
+					t.Errorf("%s = %q, want %q", flag, got, v)
+				}
+			}
+		}},
+		{"no initrd", func(vm *launcher.VM) { vm.Initrd = "" }, func(t *testing.T, a []string) {
+			if has(a, "-initrd") {
+				t.Error("-initrd given without an initrd")
+			}
+		}},
+		{"no defaults, no reboot", nil, func(t *testing.T, a []string) {
+			for _, f := range []string{"-nodefaults", "-no-user-config", "-no-reboot"} {
+				if !has(a, f) {
+					t.Errorf("missing %s", f)
+				}
+			}
+		}},
+		{"shared memfd memory sized like -m", func(vm *launcher.VM) { vm.MemoryMiB = 3072 }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-m"); len(got) != 1 || got[0] != "3072M" {
+				t.Errorf("-m = %q", got)
+			}
+			if !has(a, "memory-backend-memfd,id=mem,size=3072M,share=on") {
+				t.Errorf("no shared memfd backend of 3072M in %q", pairs(a, "-object"))
+			}
+			if got := pairs(a, "-machine"); len(got) != 1 || !strings.Contains(got[0], "memory-backend=mem") {
+				t.Errorf("-machine %q does not use the backend", got)
+			}
+		}},
+		{"one vhost-user-fs device per share", nil, func(t *testing.T, a []string) {
+			devs := pairs(a, "-device")
+			want := []string{"vhost-user-fs-pci,queue-size=1024,chardev=fs0,tag=store", "vhost-user-fs-pci,queue-size=1024,chardev=fs1,tag=modules"}
+			for _, w := range want {
+				if !has(devs, w) {
+					t.Errorf("missing -device %s in %q", w, devs)
+				}
+			}
+			chardevs := pairs(a, "-chardev")
+			if !has(chardevs, "socket,id=fs0,path=/run/r/fs0-store.sock") || !has(chardevs, "socket,id=fs1,path=/run/r/fs1-modules.sock") {
+				t.Errorf("share sockets missing from %q", chardevs)
+			}
+		}},
+		{"serial console on stdio, QMP socket", nil, func(t *testing.T, a []string) {
+			if !has(pairs(a, "-chardev"), "stdio,id=console") || !has(pairs(a, "-serial"), "chardev:console") {
+				t.Error("no serial console on stdio")
+			}
+			if got := pairs(a, "-qmp"); len(got) != 1 || got[0] != "unix:/run/r/qmp.sock,server=on,wait=off" {
+				t.Errorf("-qmp = %q", got)
+			}
+		}},
+		{"panics are reported", nil, func(t *testing.T, a []string) {
+			if !has(pairs(a, "-device"), "pvpanic") || !has(pairs(a, "-action"), "panic=exit-failure") {
+				t.Error("no pvpanic device or panic action")
+			}
+		}},
+		{"commas in paths escaped", func(vm *launcher.VM) {
+			vm.RunDir = "/tmp/a,b"
+			vm.Shares[0].Socket = "/tmp/a,b/fs0.sock"
+			vm.Shares[0].Tag = "st,ore"
+		}, func(t *testing.T, a []string) {
+			if !has(pairs(a, "-chardev"), "socket,id=fs0,path=/tmp/a,,b/fs0.sock") {
+				t.Errorf("socket path not escaped: %q", pairs(a, "-chardev"))
+			}
+			if !has(pairs(a, "-device"), "vhost-user-fs-pci,queue-size=1024,chardev=fs0,tag=st,,ore") {
+				t.Errorf("tag not escaped: %q", pairs(a, "-device"))
+			}
+			if got := pairs(a, "-qmp"); got[0] != "unix:/tmp/a,,b/qmp.sock,server=on,wait=off" {
+				t.Errorf("-qmp = %q", got)
+			}
+		}},
+		{"tcg uses -cpu max", nil, func(t *testing.T, a []string) {
+			if got := pairs(a, "-cpu"); got[0] != "max" || !strings.Contains(pairs(a, "-machine")[0], "accel=tcg") {
+				t.Errorf("-cpu %q -machine %q", got, pairs(a, "-machine"))
+			}
+		}},
+		{"kvm uses -cpu host", func(vm *launcher.VM) { vm.Accel = launcher.AccelKVM }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-cpu"); got[0] != "host" || !strings.Contains(pairs(a, "-machine")[0], "q35,accel=kvm") {
+				t.Errorf("-cpu %q -machine %q", got, pairs(a, "-machine"))
+			}
+		}},
+		{"cpus", func(vm *launcher.VM) { vm.CPUs = 4 }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-smp"); got[0] != "4" {
+				t.Errorf("-smp %q", got)
+			}
+		}},
+		{"aarch64 uses virt and ttyAMA0", func(vm *launcher.VM) { vm.Arch = launcher.AArch64 }, func(t *testing.T, a []string) {
+			if a[0] != "qemu" || !strings.HasPrefix(pairs(a, "-machine")[0], "virt,") {
+				t.Errorf("machine %q", pairs(a, "-machine"))
+			}
+			if !strings.Contains(pairs(a, "-append")[0], "console=ttyAMA0") || !has(pairs(a, "-device"), "pvpanic-pci") {
+				t.Errorf("aarch64 console or pvpanic wrong: %q", a)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vm := testVM()
+			if tt.change != nil {
+				tt.change(vm)
+			}
+			argv, err := Argv(vm, "qemu")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, argv)
+		})
+	}
+}
+
+func TestArgvRejects(t *testing.T) {
+	vm := testVM()
+	vm.Accel = launcher.AccelAuto
+	if _, err := Argv(vm, "qemu"); err == nil {
+		t.Error("an unresolved accelerator was accepted")
+	}
+	vm = testVM()
+	vm.Arch = "riscv64"
+	if _, err := Argv(vm, "qemu"); err == nil {
+		t.Error("an unknown architecture was accepted")
+	}
+}
+
+func TestMultibootProbeHeader(t *testing.T) {
+	img := multibootProbe()
+	var sum uint32
+	for i := 0; i < 3; i++ {
+		sum += uint32(img[4*i]) | uint32(img[4*i+1])<<8 | uint32(img[4*i+2])<<16 | uint32(img[4*i+3])<<24
+	}
+	if sum != 0 {
+		t.Errorf("multiboot magic+flags+checksum = %#x, want 0", sum)
+	}
+}
