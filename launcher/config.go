@@ -24,6 +24,7 @@ type Config struct {
 	MemoryMiB int
 	Accel     Accel
 	Backend   string // "auto", "qemu", "vz"
+	Rosetta   bool   // share Rosetta for Linux (vz on Apple silicon)
 
 	Timeout     time.Duration // 0: none
 	StopTimeout time.Duration // how long a guest may take to power off when asked

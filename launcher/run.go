@@ -62,6 +62,7 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 		Initrd:     paths.Initrd,
 		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
 		UserParams: cfg.Append,
+		Rosetta:    cfg.Rosetta,
 		Shares:     []Share{{Tag: cfg.StoreTag, HostDir: cfg.StoreDir, ReadOnly: true, Cache: CacheAlways}},
 	}
 	if cfg.ModulesDir != "" {

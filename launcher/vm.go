@@ -70,6 +70,8 @@ type VM struct {
 	UserParams []string // --append, last so that they win
 
 	Shares []Share
+	// Rosetta shares Apple's Rosetta for Linux (vz on Apple silicon only).
+	Rosetta bool
 
 	RunDir string // private per-run directory for sockets (mode 0700)
 }

@@ -39,6 +39,9 @@ func qemuPath(vm *launcher.VM) (string, error) {
 }
 
 func (Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log io.Writer) error {
+	if vm.Rosetta {
+		return fmt.Errorf("--rosetta needs the vz backend (macOS on Apple silicon)")
+	}
 	p, err := qemuPath(vm)
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sonix-run/sonix-run/launcher"
 	_ "github.com/sonix-run/sonix-run/qemu" // the QEMU backend
+	_ "github.com/sonix-run/sonix-run/vz"   // the Virtualization.framework backend (macOS)
 )
 
 // Exit statuses; README.md documents them.
@@ -46,7 +47,8 @@ Examples:
   sonix-run --dry-run ./result               print the commands, start nothing
 
 Kernel command line: init=<init> from boot.json, then its kernelParams, then
-what the machine needs (console=ttyS0 or ttyAMA0, panic=-1), then --append.
+what the machine needs (console=ttyS0 or ttyAMA0 under QEMU, hvc0 under vz;
+panic=-1), then --append.
 
 Console keys (when stdin is a terminal): Ctrl-a x stops the VM and exits,
 Ctrl-a h lists the keys, Ctrl-a Ctrl-a sends Ctrl-a.
@@ -73,7 +75,8 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs.StringVar(&memory, "memory", fmt.Sprintf("%dM", launcher.DefaultMemoryMiB), "guest memory, e.g. 512M or 2G")
 	fs.IntVar(&cfg.CPUs, "cpus", launcher.DefaultCPUs, "virtual CPUs")
 	fs.StringVar(&accel, "accel", "auto", "auto, kvm or tcg; auto uses KVM where it really runs a guest")
-	fs.StringVar(&cfg.Backend, "backend", "auto", "auto or qemu")
+	fs.StringVar(&cfg.Backend, "backend", "auto", "auto, qemu or vz; auto is vz on macOS, qemu elsewhere")
+	fs.BoolVar(&cfg.Rosetta, "rosetta", false, "share Rosetta for Linux under the tag rosetta (vz on Apple silicon)")
 	fs.StringVar(&cfg.StoreDir, "store", launcher.DefaultStoreDir, "host `DIR` holding the store paths boot.json names")
 	fs.StringVar(&cfg.ModulesDir, "modules", "", "a /lib/modules `DIR` to share into the guest")
 	fs.StringVar(&cfg.StoreTag, "store-tag", launcher.DefaultStoreTag, "virtiofs `TAG` of the store share")
