@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-multierror"
 
 	"github.com/sonix-run/sonix-run/bootjson"
+	"github.com/sonix-run/sonix-run/nixbuild"
 	"github.com/sonix-run/sonix-run/virtiofs"
 )
 
@@ -114,6 +115,15 @@ func daemonShares(vm *VM) []virtiofs.Share {
 // ends the run, every process it started is stopped and its run directory
 // removed before Run returns.
 func Run(ctx context.Context, cfg Config) error {
+	if nixbuild.IsInstallable(cfg.Target) {
+		// A flake output or .nix file: build it first, then boot its toplevel.
+		fmt.Fprintf(cfg.Stderr, "sonix-run: building %s\n", cfg.Target)
+		toplevel, err := nixbuild.Build(ctx, cfg.Target, cfg.Stderr)
+		if err != nil {
+			return &Error{Reason: BadInput, Err: err}
+		}
+		cfg.Target = toplevel
+	}
 	vm, backend, err := Prepare(&cfg)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PATH", binDir+string(os.PathListSeparator)+env.Getenv("PATH"))
+			env.Setenv("SONIX_BIN", binDir)
 			env.Setenv("XDG_CACHE_HOME", cache)
 			// Each script's runs keep their run directories here, so a
 			// leftover is seen (noleaks) and is the script's own.
@@ -255,16 +256,21 @@ func lookupBg(ts *testscript.TestScript, name string) *bgRun {
 	return r
 }
 
-// waitout NAME REGEXP waits (up to 3 minutes) until NAME's stdout matches.
+// waitout [-stderr] NAME REGEXP waits (up to 3 minutes) until NAME's stdout
+// (or stderr) matches.
 func cmdWaitout(ts *testscript.TestScript, neg bool, args []string) {
+	stream := ".stdout"
+	if len(args) > 0 && args[0] == "-stderr" {
+		stream, args = ".stderr", args[1:]
+	}
 	if len(args) != 2 {
-		ts.Fatalf("usage: waitout NAME REGEXP")
+		ts.Fatalf("usage: waitout [-stderr] NAME REGEXP")
 	}
 	r := lookupBg(ts, args[0])
 	re := regexp.MustCompile(args[1])
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		out, _ := os.ReadFile(ts.MkAbs(args[0] + ".stdout"))
+		out, _ := os.ReadFile(ts.MkAbs(args[0] + stream))
 		if re.Match(out) {
 			return
 		}
