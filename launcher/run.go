@@ -25,6 +25,17 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 	if cfg.Target == "" {
 		return bad(fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)"))
 	}
+	// Helpers run elsewhere (virtiofsd chroots into its directory) and a
+	// --dry-run script may be pasted anywhere: every host path is absolute.
+	for _, dir := range []*string{&cfg.StoreDir, &cfg.ModulesDir} {
+		if *dir != "" {
+			abs, err := filepath.Abs(*dir)
+			if err != nil {
+				return bad(err)
+			}
+			*dir = abs
+		}
+	}
 	if err := checkDir("--store", cfg.StoreDir); err != nil {
 		return bad(err)
 	}
@@ -205,7 +216,8 @@ func (r *run) boot(ctx context.Context) error {
 	r.machine, err = r.backend.Start(ctx, vm, r.console.guest, cfg.Stderr)
 	r.console.started() // the backend holds the guest's ends now
 	if err != nil {
-		return &Error{Reason: Failure, Err: err}
+		// A virtiofsd that died under QEMU's handshake is often the cause.
+		return &Error{Reason: Failure, Err: multierror.Append(err, r.fsd.ExitErrors()...).ErrorOrNil()}
 	}
 	return r.wait(ctx)
 }

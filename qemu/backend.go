@@ -88,7 +88,7 @@ func (b Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Co
 		if errors.Is(err, sockwait.ErrExited) {
 			return nil, m.failure()
 		}
-		return nil, fmt.Errorf("connecting to QEMU's QMP socket: %w", err)
+		return nil, fmt.Errorf("connecting to QEMU's QMP socket: %v; %w", err, m.failure())
 	}
 	go func() {
 		<-m.exited

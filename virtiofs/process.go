@@ -147,6 +147,22 @@ func StartAll(ctx context.Context, d *Daemon, shares []Share, log io.Writer) (*G
 // the guest's I/O on that share would hang.
 func (g *Group) Exited() <-chan *Process { return g.failed }
 
+// ExitErrors describes each daemon that has already ended.
+func (g *Group) ExitErrors() []error {
+	if g == nil {
+		return nil
+	}
+	var errs []error
+	for _, p := range g.Procs {
+		select {
+		case <-p.exited:
+			errs = append(errs, p.ExitError())
+		default:
+		}
+	}
+	return errs
+}
+
 // Stop stops every daemon (in reverse order of starting) and collects every error.
 func (g *Group) Stop(grace time.Duration) error {
 	var result *multierror.Error
