@@ -25,6 +25,14 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 	if cfg.Target == "" {
 		return bad(fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)"))
 	}
+	if err := checkDir("--store", cfg.StoreDir); err != nil {
+		return bad(err)
+	}
+	if cfg.ModulesDir != "" {
+		if err := checkDir("--modules", cfg.ModulesDir); err != nil {
+			return bad(err)
+		}
+	}
 	// Helpers run elsewhere (virtiofsd chroots into its directory) and a
 	// --dry-run script may be pasted anywhere: every host path is absolute.
 	for _, dir := range []*string{&cfg.StoreDir, &cfg.ModulesDir} {
@@ -34,14 +42,6 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 				return bad(err)
 			}
 			*dir = abs
-		}
-	}
-	if err := checkDir("--store", cfg.StoreDir); err != nil {
-		return bad(err)
-	}
-	if cfg.ModulesDir != "" {
-		if err := checkDir("--modules", cfg.ModulesDir); err != nil {
-			return bad(err)
 		}
 	}
 	doc, err := bootjson.LoadStore(cfg.Target, cfg.StoreDir)
