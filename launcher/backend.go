@@ -80,12 +80,7 @@ func RegisterBackend(b Backend) {
 }
 
 // DefaultBackend is the one "auto" picks on this OS.
-func DefaultBackend() string {
-	if defaultBackendName != "" {
-		return defaultBackendName
-	}
-	return "qemu"
-}
+func DefaultBackend() string { return defaultBackendName }
 
 func lookupBackend(name string) (Backend, error) {
 	if name == "" || name == "auto" {
