@@ -19,7 +19,13 @@ type Config struct {
 	ModulesDir string // a /lib/modules tree to share, "" for none
 	ModulesTag string
 
+	Kernel string // a kernel image to boot instead of boot.json's (e.g. arch/x86/boot/bzImage)
+	Initrd string // an initrd to use instead of boot.json's
+
 	Append    []string // kernel parameters, after everything else
+	QEMUArgs  []string // raw QEMU arguments, last
+	GDBPort   int      // open the gdb stub on this localhost port (0: none)
+	GDBWait   bool     // stop the CPUs until gdb attaches
 	CPUs      int
 	MemoryMiB int
 	Accel     Accel

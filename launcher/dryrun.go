@@ -50,6 +50,9 @@ func dryRun(ctx context.Context, cfg *Config, vm *VM, backend Backend) error {
 		return &Error{Reason: BadInput, Err: err}
 	}
 	if argv != nil {
+		if vm.GDBPort != 0 {
+			fmt.Fprintln(cfg.Stderr, gdbNotice(vm))
+		}
 		fmt.Fprintf(w, "%s\n", ShellJoin(argv))
 	}
 	fmt.Fprintf(w, "rm -rf %s\n", ShellJoin(append([]string{vm.RunDir}, leftovers...)))

@@ -44,6 +44,9 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 			*dir = abs
 		}
 	}
+	if cfg.ModulesDir != "" {
+		cfg.ModulesDir = ModulesTree(cfg.ModulesDir)
+	}
 	doc, err := bootjson.LoadStore(cfg.Target, cfg.StoreDir)
 	if err != nil {
 		return bad(err)
@@ -54,6 +57,9 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 	}
 	paths, err := spec.Locate(doc.Path, cfg.StoreDir)
 	if err != nil {
+		return bad(err)
+	}
+	if paths, err = overrideKernel(cfg, paths); err != nil {
 		return bad(err)
 	}
 	arch, err := ArchOfSystem(spec.System)
@@ -74,11 +80,17 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 		Initrd:     paths.Initrd,
 		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
 		UserParams: cfg.Append,
+		GDBPort:    cfg.GDBPort,
+		GDBWait:    cfg.GDBWait,
+		QEMUArgs:   cfg.QEMUArgs,
 		Rosetta:    cfg.Rosetta,
 		Shares:     []Share{{Tag: cfg.StoreTag, HostDir: cfg.StoreDir, ReadOnly: true, Cache: CacheAlways}},
 	}
 	if cfg.ModulesDir != "" {
 		vm.Shares = append(vm.Shares, Share{Tag: cfg.ModulesTag, HostDir: cfg.ModulesDir, ReadOnly: true, Cache: CacheAuto})
+	}
+	if cfg.GDBWait && cfg.GDBPort == 0 {
+		return bad(fmt.Errorf("--gdb-wait needs --gdb"))
 	}
 	if err := vm.Validate(); err != nil {
 		return bad(err)
@@ -139,6 +151,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Kernel != "" || cfg.ModulesDir != "" {
+		if w := modulesWarning(vm.Kernel, cfg.ModulesDir); w != "" {
+			fmt.Fprintln(cfg.Stderr, w)
+		}
+	}
+
 	if cfg.DryRun {
 		return dryRun(ctx, &cfg, vm, backend)
 	}
@@ -218,6 +236,9 @@ func (r *run) boot(ctx context.Context) error {
 	if err != nil {
 		// A virtiofsd that died under QEMU's handshake is often the cause.
 		return &Error{Reason: Failure, Err: multierror.Append(err, r.fsd.ExitErrors()...).ErrorOrNil()}
+	}
+	if vm.GDBPort != 0 { // now, when it is listening
+		r.console.notice("%s", gdbNotice(vm))
 	}
 	return r.wait(ctx)
 }
@@ -336,6 +357,15 @@ func (r *run) teardown() error {
 		}
 	}
 	return errs.ErrorOrNil()
+}
+
+// gdbNotice tells how to attach gdb to the stub.
+func gdbNotice(vm *VM) string {
+	held := ""
+	if vm.GDBWait {
+		held = " (CPUs stopped until gdb continues them)"
+	}
+	return fmt.Sprintf("sonix-run: gdb stub on 127.0.0.1:%d%s; attach with: gdb vmlinux -ex 'target remote 127.0.0.1:%d'", vm.GDBPort, held, vm.GDBPort)
 }
 
 // fsdExitGrace is how long a virtiofsd exit may precede QEMU's own when QEMU

@@ -70,6 +70,14 @@ type VM struct {
 	UserParams []string // --append, last so that they win
 
 	Shares []Share
+
+	// GDBPort, when not 0, opens the hypervisor's gdb stub on localhost;
+	// GDBWait holds the CPUs until gdb attaches and continues them.
+	GDBPort int
+	GDBWait bool
+	// QEMUArgs are raw arguments added to QEMU's command line, last.
+	QEMUArgs []string
+
 	// Rosetta shares Apple's Rosetta for Linux (vz on Apple silicon only).
 	Rosetta bool
 

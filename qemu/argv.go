@@ -86,6 +86,13 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 		"-device", m.rng,
 	}
 	a = append(a, m.extra...)
+	if vm.GDBPort != 0 {
+		// Only on localhost: the stub gives full control of the guest.
+		a = append(a, "-gdb", fmt.Sprintf("tcp:127.0.0.1:%d", vm.GDBPort))
+		if vm.GDBWait {
+			a = append(a, "-S")
+		}
+	}
 	for i, s := range vm.Shares {
 		id := fmt.Sprintf("fs%d", i)
 		a = append(a,
@@ -96,8 +103,12 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 	if vm.Initrd != "" {
 		a = append(a, "-initrd", vm.Initrd)
 	}
-	a = append(a, "-append", vm.CommandLine(MachineParams(vm.Arch)...))
-	return a, nil
+	params := MachineParams(vm.Arch)
+	if vm.GDBPort != 0 {
+		params = append(params, "nokaslr") // so gdb's symbols match the addresses
+	}
+	a = append(a, "-append", vm.CommandLine(params...))
+	return append(a, vm.QEMUArgs...), nil
 }
 
 // opt escapes a value inside a QEMU key=value option list, where a comma

@@ -182,3 +182,29 @@ func TestMultibootProbeHeader(t *testing.T) {
 		t.Errorf("multiboot magic+flags+checksum = %#x, want 0", sum)
 	}
 }
+
+func TestArgvKernelDeveloperOptions(t *testing.T) {
+	vm := testVM()
+	vm.GDBPort, vm.GDBWait = 1234, true
+	vm.QEMUArgs = []string{"-device", "virtio-balloon-pci"}
+	a, err := Argv(vm, "qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pairs(a, "-gdb"); len(got) != 1 || got[0] != "tcp:127.0.0.1:1234" {
+		t.Errorf("-gdb = %q", got)
+	}
+	if !has(a, "-S") {
+		t.Error("--gdb-wait did not add -S")
+	}
+	if !strings.Contains(pairs(a, "-append")[0], "panic=-1 nokaslr quiet") {
+		t.Errorf("nokaslr missing or misplaced: %q", pairs(a, "-append"))
+	}
+	if tail := a[len(a)-2:]; tail[0] != "-device" || tail[1] != "virtio-balloon-pci" {
+		t.Errorf("--qemu-arg not last: %q", tail)
+	}
+	vm.GDBPort, vm.GDBWait = 0, false
+	if a, _ = Argv(vm, "qemu"); has(a, "-S") || has(a, "-gdb") || strings.Contains(pairs(a, "-append")[0], "nokaslr") {
+		t.Errorf("gdb options without --gdb: %q", a)
+	}
+}

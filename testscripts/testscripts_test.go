@@ -71,6 +71,9 @@ func TestScripts(t *testing.T) {
 				return err == nil, nil
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "gdb":
+				_, err := exec.LookPath("gdb")
+				return err == nil, nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -88,7 +91,7 @@ func TestScripts(t *testing.T) {
 }
 
 // testsystem builds a fresh test system (new store hashes every time) into
-// $WORK/sys and sets STORE, MODULES, TARGET, TOPLEVEL and KVER.
+// $WORK/sys and sets STORE, MODULES, MODROOT, KERNEL, TARGET, TOPLEVEL and KVER.
 func cmdTestsystem(ts *testscript.TestScript, neg bool, args []string) {
 	in, err := testsystem.FindInputs("x86_64")
 	if err != nil {
@@ -98,6 +101,8 @@ func cmdTestsystem(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ts.Setenv("STORE", sys.StoreDir)
 	ts.Setenv("MODULES", sys.ModulesDir)
+	ts.Setenv("MODROOT", filepath.Dir(filepath.Dir(sys.ModulesDir))) // holds lib/modules, like INSTALL_MOD_PATH
+	ts.Setenv("KERNEL", in.Kernel)                                   // outside the store
 	ts.Setenv("TARGET", filepath.Join(sys.Dir, "result"))
 	ts.Setenv("TOPLEVEL", sys.Toplevel)
 	ts.Setenv("KVER", sys.KernelVersion)

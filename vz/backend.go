@@ -26,6 +26,12 @@ func (Backend) Command(vm *launcher.VM) ([]string, error) { return nil, nil }
 
 // Resolve checks that the plan can be made, without writing anything.
 func (b Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log io.Writer) error {
+	switch {
+	case vm.GDBPort != 0:
+		return fmt.Errorf("--gdb: Virtualization.framework has no gdb stub; use --backend qemu")
+	case len(vm.QEMUArgs) > 0:
+		return fmt.Errorf("--qemu-arg needs --backend qemu")
+	}
 	p, err := NewPlan(vm, b.options(vm))
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -45,6 +46,8 @@ Examples:
   sonix-run --append systemd.unit=rescue.target ./result
   sonix-run --timeout 5m --console-log boot.log ./result   (CI)
   sonix-run --dry-run ./result               print the commands, start nothing
+  sonix-run --kernel arch/x86/boot/bzImage --modules ./modroot --gdb ./result
+                                             your kernel and modules_install tree
 
 Kernel command line: init=<init> from boot.json, then its kernelParams, then
 what the machine needs (console=ttyS0 or ttyAMA0 under QEMU, hvc0 under vz;
@@ -78,10 +81,16 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Backend, "backend", "auto", "auto, qemu or vz; auto is vz on macOS, qemu elsewhere")
 	fs.BoolVar(&cfg.Rosetta, "rosetta", false, "share Rosetta for Linux under the tag rosetta (vz on Apple silicon)")
 	fs.StringVar(&cfg.StoreDir, "store", launcher.DefaultStoreDir, "host `DIR` holding the store paths boot.json names")
-	fs.StringVar(&cfg.ModulesDir, "modules", "", "a /lib/modules `DIR` to share into the guest")
+	fs.StringVar(&cfg.ModulesDir, "modules", "", "share a /lib/modules `DIR`, or an INSTALL_MOD_PATH root holding lib/modules")
 	fs.StringVar(&cfg.StoreTag, "store-tag", launcher.DefaultStoreTag, "virtiofs `TAG` of the store share")
 	fs.StringVar(&cfg.ModulesTag, "modules-tag", launcher.DefaultModulesTag, "virtiofs `TAG` of the modules share")
-	fs.StringArrayVar(&cfg.Append, "append", nil, "add `ARG` to the kernel command line, last (repeatable)")
+	fs.StringVar(&cfg.Kernel, "kernel", "", "boot this kernel `IMAGE` (bzImage, Image) instead of boot.json's")
+	fs.StringVar(&cfg.Initrd, "initrd", "", "use this `INITRD` instead of boot.json's")
+	fs.StringArrayVar(&cfg.Append, "append", nil, "add `ARG` to the kernel command line, last (repeatable; also $SONIX_APPEND)")
+	fs.StringArrayVar(&cfg.QEMUArgs, "qemu-arg", nil, "add `ARG` to QEMU's command line, last (repeatable)")
+	fs.IntVar(&cfg.GDBPort, "gdb", 0, "open QEMU's gdb stub on localhost `PORT` (default 1234) and boot with nokaslr")
+	fs.Lookup("gdb").NoOptDefVal = "1234"
+	fs.BoolVar(&cfg.GDBWait, "gdb-wait", false, "with --gdb: stop the CPUs until gdb attaches and continues")
 	fs.StringVar(&cfg.Specialisation, "specialisation", "", "boot the specialisation `NAME`")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "stop the VM after `DURATION` (e.g. 90s, 5m) and exit 124")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", launcher.DefaultStopTimeout, "on SIGINT/SIGTERM, how long the guest may take to power off")
@@ -108,6 +117,8 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Target = fs.Arg(0)
+	// $SONIX_APPEND comes before --append, so the flags still win.
+	cfg.Append = append(strings.Fields(os.Getenv("SONIX_APPEND")), cfg.Append...)
 	cfg.Accel = launcher.Accel(accel)
 	var err error
 	if cfg.MemoryMiB, err = launcher.ParseMemory(memory); err != nil {
