@@ -22,6 +22,11 @@ type Config struct {
 	Kernel string // a kernel image to boot instead of boot.json's (e.g. arch/x86/boot/bzImage)
 	Initrd string // an initrd to use instead of boot.json's
 
+	Net      string   // NetUser (default) or NetNone
+	Forwards []string // --forward tcp:HOSTPORT:GUESTPORT
+	Disks    []string // --disk FILE[,format=raw|qcow2][,ro]
+	Shares   []string // --share HOSTDIR:TAG[:ro]
+
 	Append    []string // kernel parameters, after everything else
 	QEMUArgs  []string // raw QEMU arguments, last
 	GDBPort   int      // open the gdb stub on this localhost port (0: none)
@@ -72,6 +77,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = DefaultMemoryMiB
+	}
+	if c.Net == "" {
+		c.Net = NetUser
 	}
 	if c.Accel == "" {
 		c.Accel = AccelAuto

@@ -89,6 +89,9 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 	if cfg.ModulesDir != "" {
 		vm.Shares = append(vm.Shares, Share{Tag: cfg.ModulesTag, HostDir: cfg.ModulesDir, ReadOnly: true, Cache: CacheAuto})
 	}
+	if err := addDevices(cfg, vm); err != nil {
+		return bad(err)
+	}
 	if cfg.GDBWait && cfg.GDBPort == 0 {
 		return bad(fmt.Errorf("--gdb-wait needs --gdb"))
 	}
@@ -96,6 +99,41 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 		return bad(err)
 	}
 	return vm, backend, nil
+}
+
+// addDevices turns --net, --forward, --disk and --share into vm's devices.
+func addDevices(cfg *Config, vm *VM) error {
+	switch cfg.Net {
+	case NetUser, NetNone:
+		vm.Network.Mode = cfg.Net
+	default:
+		return fmt.Errorf("--net %q: expected user or none", cfg.Net)
+	}
+	for _, f := range cfg.Forwards {
+		fw, err := ParseForward(f)
+		if err != nil {
+			return err
+		}
+		if cfg.Net == NetNone {
+			return fmt.Errorf("--forward %s needs --net user", f)
+		}
+		vm.Network.Forwards = append(vm.Network.Forwards, fw)
+	}
+	for _, d := range cfg.Disks {
+		disk, err := ParseDisk(d)
+		if err != nil {
+			return err
+		}
+		vm.Disks = append(vm.Disks, disk)
+	}
+	for _, s := range cfg.Shares {
+		share, err := ParseShare(s)
+		if err != nil {
+			return err
+		}
+		vm.Shares = append(vm.Shares, share)
+	}
+	return nil
 }
 
 // runDirBase is where per-run directories go: $XDG_RUNTIME_DIR (private to

@@ -69,7 +69,9 @@ type VM struct {
 	BootParams []string // init=<init>, then the bootspec's kernelParams
 	UserParams []string // --append, last so that they win
 
-	Shares []Share
+	Shares  []Share
+	Network Network
+	Disks   []Disk
 
 	// GDBPort, when not 0, opens the hypervisor's gdb stub on localhost;
 	// GDBWait holds the CPUs until gdb attaches and continues them.

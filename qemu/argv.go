@@ -99,6 +99,23 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 			"-chardev", "socket,id="+id+",path="+opt(s.Socket),
 			"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag="+opt(s.Tag))
 	}
+	if vm.Network.Mode == launcher.NetUser {
+		netdev := "user,id=net0"
+		for _, f := range vm.Network.Forwards {
+			// Forwarded ports listen on the host's loopback only.
+			netdev += fmt.Sprintf(",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
+		}
+		// romfile= skips the NIC's boot ROM: direct kernel boot needs none.
+		a = append(a, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=")
+	}
+	for i, d := range vm.Disks {
+		id := fmt.Sprintf("disk%d", i)
+		drive := "file=" + opt(d.Path) + ",format=" + d.Format + ",if=none,id=" + id
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive="+id+",serial="+id)
+	}
 	a = append(a, "-kernel", vm.Kernel)
 	if vm.Initrd != "" {
 		a = append(a, "-initrd", vm.Initrd)

@@ -208,3 +208,30 @@ func TestArgvKernelDeveloperOptions(t *testing.T) {
 		t.Errorf("gdb options without --gdb: %q", a)
 	}
 }
+
+func TestArgvDevices(t *testing.T) {
+	vm := testVM()
+	vm.Network = launcher.Network{Mode: launcher.NetUser, Forwards: []launcher.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}}
+	vm.Disks = []launcher.Disk{{Path: "/img/a,b.raw", Format: "raw"}, {Path: "/img/c.qcow2", Format: "qcow2", ReadOnly: true}}
+	a, err := Argv(vm, "qemu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pairs(a, "-netdev"); len(got) != 1 || got[0] != "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.1:5353-:53" {
+		t.Errorf("-netdev %q", got)
+	}
+	devs := pairs(a, "-device")
+	for _, w := range []string{"virtio-net-pci,netdev=net0,romfile=", "virtio-blk-pci,drive=disk0,serial=disk0", "virtio-blk-pci,drive=disk1,serial=disk1"} {
+		if !has(devs, w) {
+			t.Errorf("missing -device %s", w)
+		}
+	}
+	want := []string{"file=/img/a,,b.raw,format=raw,if=none,id=disk0", "file=/img/c.qcow2,format=qcow2,if=none,id=disk1,readonly=on"}
+	if got := pairs(a, "-drive"); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("-drive %q, want %q", got, want)
+	}
+	vm.Network = launcher.Network{Mode: launcher.NetNone}
+	if a, _ = Argv(vm, "qemu"); has(a, "-netdev") {
+		t.Error("--net none still has a NIC")
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,6 +88,7 @@ func TestScripts(t *testing.T) {
 			"signal":     cmdSignal,
 			"reap":       cmdReap,
 			"killfsd":    cmdKillfsd,
+			"httpget":    cmdHttpget,
 		},
 	})
 }
@@ -348,5 +351,21 @@ func cmdKillfsd(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if n == 0 {
 		ts.Fatalf("no virtiofsd of this script is running")
+	}
+}
+
+// httpget URL REGEXP fetches URL and checks that the body matches.
+func cmdHttpget(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: httpget URL REGEXP")
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	resp, err := client.Get(args[0])
+	ts.Check(err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	ts.Check(err)
+	if !regexp.MustCompile(args[1]).Match(body) {
+		ts.Fatalf("GET %s: %s: body %q does not match %q", args[0], resp.Status, body, args[1])
 	}
 }

@@ -31,6 +31,10 @@ func (b Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log 
 		return fmt.Errorf("--gdb: Virtualization.framework has no gdb stub; use --backend qemu")
 	case len(vm.QEMUArgs) > 0:
 		return fmt.Errorf("--qemu-arg needs --backend qemu")
+	case len(vm.Network.Forwards) > 0:
+		return fmt.Errorf("--forward: the vz backend's NAT network does not forward ports yet; use --backend qemu")
+	case len(vm.Disks) > 0:
+		return fmt.Errorf("--disk: the vz backend does not attach disks yet; use --backend qemu")
 	}
 	p, err := NewPlan(vm, b.options(vm))
 	if err != nil {

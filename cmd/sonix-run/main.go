@@ -44,6 +44,7 @@ Examples:
   sonix-run --memory 4G --cpus 4 ./result/boot.json
   sonix-run --store /tmp/chroot/nix/store --modules ./lib/modules ./result
   sonix-run --append systemd.unit=rescue.target ./result
+  sonix-run --forward tcp:2222:22 --disk scratch.img ./result
   sonix-run --timeout 5m --console-log boot.log ./result   (CI)
   sonix-run --dry-run ./result               print the commands, start nothing
   sonix-run --kernel arch/x86/boot/bzImage --modules ./modroot --gdb ./result
@@ -87,6 +88,10 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Kernel, "kernel", "", "boot this kernel `IMAGE` (bzImage, Image) instead of boot.json's")
 	fs.StringVar(&cfg.Initrd, "initrd", "", "use this `INITRD` instead of boot.json's")
 	fs.StringArrayVar(&cfg.Append, "append", nil, "add `ARG` to the kernel command line, last (repeatable; also $SONIX_APPEND)")
+	fs.StringVar(&cfg.Net, "net", launcher.NetUser, "guest network: user (NAT, no privileges) or none")
+	fs.StringArrayVar(&cfg.Forwards, "forward", nil, "forward host 127.0.0.1:HOSTPORT to the guest: `tcp:HOSTPORT:GUESTPORT` (repeatable)")
+	fs.StringArrayVar(&cfg.Disks, "disk", nil, "attach an image as a virtio disk: `FILE[,format=raw|qcow2][,ro]` (repeatable)")
+	fs.StringArrayVar(&cfg.Shares, "share", nil, "share a host directory over virtio-fs: `HOSTDIR:TAG[:ro]` (repeatable)")
 	fs.StringArrayVar(&cfg.QEMUArgs, "qemu-arg", nil, "add `ARG` to QEMU's command line, last (repeatable)")
 	fs.IntVar(&cfg.GDBPort, "gdb", 0, "open QEMU's gdb stub on localhost `PORT` (default 1234) and boot with nokaslr")
 	fs.Lookup("gdb").NoOptDefVal = "1234"

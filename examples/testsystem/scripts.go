@@ -92,7 +92,8 @@ fail "switch_root to $init failed"
 func stage2Script(bin string) string {
 	return fmt.Sprintf(`#!%[1]s/sh
 # sonix-run test system, stage 2: report what the guest sees, then do what
-# the kernel parameter sonix.test= asks (poweroff, panic, reboot, hang, shell).
+# the kernel parameter sonix.test= asks (poweroff, panic, reboot, hang,
+# serve, shell).
 export PATH=%[1]s
 export HOME=/root
 
@@ -135,6 +136,14 @@ echo "sonix-test: root-fstype=$root_fstype"
 echo "sonix-test: store-fstype=$store_fstype store-mode=$store_mode"
 echo "sonix-test: modules=${modules:-none}"
 echo "sonix-test: arch=$(uname -m)"
+block=
+for b in /sys/block/*; do
+	case "${b##*/}" in
+		loop*|ram*|zram*|'*') ;;
+		*) block="$block${block:+ }${b##*/}" ;;
+	esac
+done
+echo "sonix-test: block=${block:-none}"
 echo "sonix-test: cmdline=$cmdline"
 
 action=poweroff
@@ -159,6 +168,16 @@ case "$action" in
 		;;
 	hang)
 		echo "sonix-test: hanging"
+		while :; do sleep 3600; done
+		;;
+	serve)
+		# QEMU's user-mode network gives the guest 10.0.2.15.
+		ip link set lo up
+		ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up
+		mkdir -p /tmp/www
+		echo sonix-test-http-ok > /tmp/www/index.html
+		httpd -p 8080 -h /tmp/www
+		echo "sonix-test: serving http on port 8080"
 		while :; do sleep 3600; done
 		;;
 	shell)
