@@ -45,7 +45,7 @@
 
           # Hash of the `go mod vendor` tree. `scripts/vendor-hash --update`
           # rewrites this line; CI runs `scripts/vendor-hash --check`.
-          vendorHash = "sha256-MfTp8+AIiBy8oqmdkZXHa3eAlq6CC8LIj8qBELO0DLY=";
+          vendorHash = "sha256-1xzkFLe+SAkSTjH6TLkGUokO05vpLJz7mFVHtPP5F/Y=";
 
           subPackages = [ "cmd/sonix-run" ];
           ldflags = [ "-s" "-w" ];

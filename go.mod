@@ -4,6 +4,7 @@ go 1.23
 
 require (
 	github.com/Code-Hex/vz/v3 v3.7.1
+	github.com/creack/pty v1.1.24
 	github.com/digitalocean/go-qemu v0.0.0-20250212194115-ee9b0668d242
 	github.com/hashicorp/go-multierror v1.1.1
 	github.com/rogpeppe/go-internal v1.14.1
