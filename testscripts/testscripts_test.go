@@ -71,6 +71,9 @@ func TestScripts(t *testing.T) {
 			case "qemu":
 				_, err := exec.LookPath("qemu-system-x86_64")
 				return err == nil, nil
+			case "qemu-aarch64":
+				_, err := exec.LookPath("qemu-system-aarch64")
+				return err == nil, nil
 			case "root":
 				return os.Geteuid() == 0, nil
 			case "gdb":
@@ -95,8 +98,14 @@ func TestScripts(t *testing.T) {
 
 // testsystem builds a fresh test system (new store hashes every time) into
 // $WORK/sys and sets STORE, MODULES, MODROOT, KERNEL, TARGET, TOPLEVEL and KVER.
+//
+// An argument names the architecture (default x86_64).
 func cmdTestsystem(ts *testscript.TestScript, neg bool, args []string) {
-	in, err := testsystem.FindInputs("x86_64")
+	arch := "x86_64"
+	if len(args) > 0 {
+		arch = args[0]
+	}
+	in, err := testsystem.FindInputs(arch)
 	if err != nil {
 		ts.Fatalf("test system inputs missing (run scripts/install-test-deps): %v", err)
 	}

@@ -30,7 +30,8 @@ var stage1Modules = []stage1Module{
 	{"virtio_pci", true},
 	{"fuse", true},
 	{"virtiofs", true},
-	{"pvpanic_mmio", false},
+	{"pvpanic_mmio", false}, // x86: the ISA pvpanic device
+	{"pvpanic_pci", false},  // aarch64 virt: pvpanic-pci
 	{"virtio_console", false},
 	{"virtio_blk", false},
 	{"virtio_net", false},
