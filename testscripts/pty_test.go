@@ -20,10 +20,19 @@ import (
 	"github.com/sonix-run/sonix-run/examples/testsystem"
 )
 
-// TestInteractiveConsole runs sonix-run on a terminal, as a person would:
-// a shell in the guest answers a typed command, Ctrl-a x ends the run with
-// 130, and the terminal's modes are back as they were.
-func TestInteractiveConsole(t *testing.T) {
+// consoleRun is sonix-run booting the test system's shell on a pty.
+type consoleRun struct {
+	ptmx, tty *os.File
+	cmd       *exec.Cmd
+	exited    chan error
+	screen    *screen
+	before    *unix.Termios
+	work      string
+	runtime   string
+}
+
+func startOnPty(t *testing.T, args ...string) *consoleRun {
+	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("QEMU is not installed")
 	}
@@ -31,70 +40,86 @@ func TestInteractiveConsole(t *testing.T) {
 	if err != nil {
 		t.Fatalf("test system inputs missing (run scripts/install-test-deps): %v", err)
 	}
-	work := t.TempDir()
-	sys, err := testsystem.Build(filepath.Join(work, "sys"), in, testsystem.Options{Salt: strconv.FormatInt(time.Now().UnixNano(), 36)})
+	r := &consoleRun{work: t.TempDir(), exited: make(chan error, 1), screen: &screen{}}
+	sys, err := testsystem.Build(filepath.Join(r.work, "sys"), in, testsystem.Options{Salt: strconv.FormatInt(time.Now().UnixNano(), 36)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	runtime := filepath.Join(work, "xdg-runtime")
-	os.Mkdir(runtime, 0o700)
+	r.runtime = filepath.Join(r.work, "xdg-runtime")
+	os.Mkdir(r.runtime, 0o700)
+	if r.ptmx, r.tty, err = pty.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.ptmx.Close(); r.tty.Close() })
+	if r.before, err = unix.IoctlGetTermios(int(r.tty.Fd()), unix.TCGETS); err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"--accel", "tcg", "--store", sys.StoreDir, "--specialisation", "shell"}, args...)
+	r.cmd = exec.Command(filepath.Join(binDir, "sonix-run"), append(args, filepath.Join(sys.Dir, "result"))...)
+	r.cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+r.runtime)
+	r.cmd.Stdin, r.cmd.Stdout, r.cmd.Stderr = r.tty, r.tty, r.tty
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.exited <- r.cmd.Wait() }()
+	t.Cleanup(func() { r.cmd.Process.Kill() })
+	go io.Copy(r.screen, r.ptmx)
+	r.screen.waitFor(t, regexp.MustCompile(`sonix-test# `), 3*time.Minute)
+	return r
+}
 
-	ptmx, tty, err := pty.Open()
+// finish waits for the exit status and checks that the terminal modes are
+// back and nothing is left behind.
+func (r *consoleRun) finish(t *testing.T, wantStatus int) {
+	t.Helper()
+	select {
+	case err := <-r.exited:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != wantStatus {
+			t.Errorf("exit: %v, want status %d", err, wantStatus)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the run did not end; screen:\n%s", r.screen.String())
+	}
+	after, err := unix.IoctlGetTermios(int(r.tty.Fd()), unix.TCGETS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ptmx.Close()
-	defer tty.Close()
-	before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
+	if !reflect.DeepEqual(r.before, after) {
+		t.Errorf("terminal modes not restored:\nbefore %+v\nafter  %+v", r.before, after)
 	}
-
-	cmd := exec.Command(filepath.Join(binDir, "sonix-run"), "--accel", "tcg", "--store", sys.StoreDir, "--specialisation", "shell", filepath.Join(sys.Dir, "result"))
-	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	if entries, _ := os.ReadDir(r.runtime); len(entries) > 0 {
+		t.Errorf("run directory left behind: %s", entries[0].Name())
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	if procs := processesMentioning(r.work); len(procs) > 0 {
+		t.Errorf("processes left behind: %q", procs)
+	}
+}
 
-	screen := &screen{}
-	go io.Copy(screen, ptmx)
-	screen.waitFor(t, regexp.MustCompile(`sonix-test# `), 3*time.Minute)
-	ptmx.Write([]byte("echo pty-$((6*7))\r"))
-	screen.waitFor(t, regexp.MustCompile(`\npty-42\r?\n`), time.Minute)
-
+// TestInteractiveConsole runs sonix-run on a terminal, as a person would:
+// a shell in the guest answers a typed command, Ctrl-a x ends the run with
+// 130, and the terminal's modes are back as they were.
+func TestInteractiveConsole(t *testing.T) {
+	r := startOnPty(t)
+	r.ptmx.Write([]byte("echo pty-$((6*7))\r"))
+	r.screen.waitFor(t, regexp.MustCompile(`\npty-42\r?\n`), time.Minute)
 	// Raw mode is on while the guest runs: no echo by the host's terminal.
-	during, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	during, _ := unix.IoctlGetTermios(int(r.tty.Fd()), unix.TCGETS)
 	if during.Lflag&unix.ECHO != 0 || during.Lflag&unix.ICANON != 0 {
 		t.Errorf("the terminal is not raw while the guest runs: lflag %#x", during.Lflag)
 	}
+	r.ptmx.Write([]byte{0x01, 'h'}) // Ctrl-a h
+	r.screen.waitFor(t, regexp.MustCompile(`Ctrl-a x +stop the VM and exit`), 10*time.Second)
+	r.ptmx.Write([]byte{0x01, 'x'}) // Ctrl-a x
+	r.finish(t, 130)
+}
 
-	ptmx.Write([]byte{0x01, 'x'}) // Ctrl-a x
-	select {
-	case err := <-exited:
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 130 {
-			t.Errorf("exit: %v, want status 130", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("Ctrl-a x did not end the run; screen:\n%s", screen.String())
-	}
-	after, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(before, after) {
-		t.Errorf("terminal modes not restored:\nbefore %+v\nafter  %+v", before, after)
-	}
-	if entries, _ := os.ReadDir(runtime); len(entries) > 0 {
-		t.Errorf("run directory left behind: %s", entries[0].Name())
-	}
-	if procs := processesMentioning(work); len(procs) > 0 {
-		t.Errorf("processes left behind: %q", procs)
-	}
+// TestHangupRestoresTerminal: a SIGHUP (the terminal went away) stops the
+// run like SIGTERM does, and the terminal modes are restored on that path too.
+func TestHangupRestoresTerminal(t *testing.T) {
+	r := startOnPty(t, "--stop-timeout", "1s")
+	r.cmd.Process.Signal(unix.SIGHUP)
+	r.finish(t, 129)
 }
 
 // screen collects what the terminal shows.
