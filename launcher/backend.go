@@ -45,6 +45,15 @@ type Machine interface {
 	Stop() error
 }
 
+// PortDialer is a Machine whose named ports (VM.Ports) the host can open.
+type PortDialer interface {
+	DialPort(ctx context.Context, name string) (io.ReadWriteCloser, error)
+	// PortMark and WaitPortOpen tell when the guest opens a port: data the
+	// host sends, then hangs up on, before that would be lost.
+	PortMark() int
+	WaitPortOpen(ctx context.Context, name string, mark int) error
+}
+
 // Ending is how a VM ended.
 type Ending int
 

@@ -40,6 +40,14 @@ type Config struct {
 	Timeout     time.Duration // 0: none
 	StopTimeout time.Duration // how long a guest may take to power off when asked
 
+	// Command, when set, is run in the guest through its agent
+	// (docs/harness.md); the run's result is then the command's status, the
+	// console goes only to ConsoleLog (and Stderr with Verbose), and a Stdin
+	// that is not a terminal is the command's stdin.
+	Command string
+	// Agent adds the agent's ports without running a command (the Go harness).
+	Agent bool
+
 	ConsoleLog string // also append the console to this file
 	Verbose    bool   // helper processes' own messages to Stderr
 	DryRun     bool   // print the commands, start nothing

@@ -50,6 +50,14 @@ func openConsole(cfg *Config) (*console, error) {
 	// A failing stdout or log must not stop the copy: the guest would block
 	// writing to its console.
 	var out io.Writer = &lenient{w: cfg.Stdout}
+	if cfg.Command != "" {
+		// The command's output owns stdout: boot messages go to the log,
+		// and to stderr only when asked.
+		out = io.Discard
+		if cfg.Verbose {
+			out = &lenient{w: cfg.Stderr}
+		}
+	}
 	if cfg.ConsoleLog != "" {
 		// Append, never truncate: the log may hold earlier runs.
 		if c.log, err = os.OpenFile(cfg.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
@@ -61,7 +69,7 @@ func openConsole(cfg *Config) (*console, error) {
 		defer close(c.outDone)
 		io.Copy(out, c.fromVM)
 	}()
-	if cfg.Stdin != nil {
+	if cfg.Stdin != nil && cfg.Command == "" {
 		if fd := int(cfg.Stdin.Fd()); term.IsTerminal(fd) {
 			state, err := term.MakeRaw(fd)
 			if err != nil {

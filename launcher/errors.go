@@ -17,12 +17,16 @@ const (
 	GuestPanic                    // the guest kernel panicked
 	Timeout                       // --timeout expired
 	Interrupted                   // a signal, or Ctrl-a x
+	NoReport                      // the guest ended without reporting the command's status
+	BootFailure                   // the guest ended before its agent was ready
+	CommandExit                   // the command exited non-zero: Status
 )
 
 // Error is a run that did not end with a clean poweroff.
 type Error struct {
 	Reason Reason
 	Signal os.Signal // for Interrupted by a signal
+	Status int       // for CommandExit
 	Err    error
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -88,6 +89,9 @@ func Prepare(cfg *Config) (*VM, Backend, error) {
 	}
 	if cfg.ModulesDir != "" {
 		vm.Shares = append(vm.Shares, Share{Tag: cfg.ModulesTag, HostDir: cfg.ModulesDir, ReadOnly: true, Cache: CacheAuto})
+	}
+	if cfg.Command != "" || cfg.Agent {
+		vm.Ports = AgentPorts
 	}
 	if err := addDevices(cfg, vm); err != nil {
 		return bad(err)
@@ -172,42 +176,127 @@ func daemonShares(vm *VM) []virtiofs.Share {
 }
 
 // Run boots the system cfg names and waits until the VM ends. It returns nil
-// when the guest powered off cleanly, else an *Error saying why not. Whatever
-// ends the run, every process it started is stopped and its run directory
-// removed before Run returns.
+// when the guest powered off cleanly (or, with cfg.Command, when the command
+// exited 0), else an *Error saying why not. Whatever ends the run, every
+// process it started is stopped and its run directory removed before Run
+// returns.
 func Run(ctx context.Context, cfg Config) error {
+	vm, backend, err := prepareTarget(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.DryRun {
+		return dryRun(ctx, &cfg, vm, backend)
+	}
+	inst, err := start(ctx, &cfg, vm, backend)
+	if err != nil {
+		return err
+	}
+	if cfg.Command != "" {
+		return runCommand(ctx, inst, &cfg)
+	}
+	return inst.Wait()
+}
+
+// Start boots the system cfg names and returns once the VM runs; the
+// Instance then supervises it until it ends (Wait).
+func Start(ctx context.Context, cfg Config) (*Instance, error) {
+	vm, backend, err := prepareTarget(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	return start(ctx, &cfg, vm, backend)
+}
+
+// prepareTarget builds a Nix installable if the target is one, then Prepares.
+func prepareTarget(ctx context.Context, cfg *Config) (*VM, Backend, error) {
 	if nixbuild.IsInstallable(cfg.Target) {
 		// A flake output or .nix file: build it first, then boot its toplevel.
-		fmt.Fprintf(cfg.Stderr, "sonix-run: building %s\n", cfg.Target)
+		if cfg.Stderr != nil {
+			fmt.Fprintf(cfg.Stderr, "sonix-run: building %s\n", cfg.Target)
+		}
 		toplevel, err := nixbuild.Build(ctx, cfg.Target, cfg.Stderr)
 		if err != nil {
-			return &Error{Reason: BadInput, Err: err}
+			return nil, nil, &Error{Reason: BadInput, Err: err}
 		}
 		cfg.Target = toplevel
 	}
-	vm, backend, err := Prepare(&cfg)
+	vm, backend, err := Prepare(cfg)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if cfg.Kernel != "" || cfg.ModulesDir != "" {
 		if w := modulesWarning(vm.Kernel, cfg.ModulesDir); w != "" {
 			fmt.Fprintln(cfg.Stderr, w)
 		}
 	}
+	return vm, backend, nil
+}
 
-	if cfg.DryRun {
-		return dryRun(ctx, &cfg, vm, backend)
-	}
+// Instance is a running VM that sonix-run supervises.
+type Instance struct {
+	r    *run
+	done chan struct{}
+	err  error
 
+	agentOnce sync.Once
+	agent     *Agent
+	agentErr  error
+}
+
+func start(ctx context.Context, cfg *Config, vm *VM, backend Backend) (*Instance, error) {
 	dir, err := os.MkdirTemp(runDirBase(), "sonix-run-") // mode 0700
 	if err != nil {
-		return fail(Failure, "creating the run directory: %w", err)
+		return nil, fail(Failure, "creating the run directory: %w", err)
 	}
 	vm.RunDir = dir
 	assignSockets(vm)
-	r := &run{cfg: &cfg, vm: vm, backend: backend}
-	err = r.boot(ctx)
-	return joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
+	r := &run{cfg: cfg, vm: vm, backend: backend, stopReq: make(chan *Error, 1)}
+	if err := r.boot(ctx); err != nil {
+		return nil, joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
+	}
+	inst := &Instance{r: r, done: make(chan struct{})}
+	go func() {
+		err := r.wait(ctx)
+		inst.err = joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
+		close(inst.done)
+	}()
+	return inst, nil
+}
+
+// Done is closed when the VM has ended and everything is cleaned up.
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// Wait waits until the VM has ended and everything is cleaned up, and says
+// how it ended: nil for a clean poweroff.
+func (i *Instance) Wait() error {
+	<-i.done
+	return i.err
+}
+
+// Shutdown presses the guest's power button.
+func (i *Instance) Shutdown(ctx context.Context) error { return i.r.machine.Shutdown(ctx) }
+
+// Stop ends the VM at once, with why as the run's result, and waits.
+func (i *Instance) Stop(why error) error {
+	e, ok := why.(*Error)
+	if !ok {
+		e = &Error{Reason: Interrupted, Err: why}
+	}
+	select {
+	case i.r.stopReq <- e:
+	default: // a stop is already asked for
+	}
+	return i.Wait()
+}
+
+// VM is the description the instance was booted from.
+func (i *Instance) VM() *VM { return i.r.vm }
+
+// Command returns the command lines that reproduce this run, for messages.
+func (i *Instance) Command() []string {
+	argv, _ := i.r.backend.Command(i.r.vm)
+	return argv
 }
 
 func removeAll(dir string) error {
@@ -241,6 +330,16 @@ type run struct {
 	fsd     *virtiofs.Group
 	machine Machine
 	console *console
+	stopReq chan *Error // stops asked for through the Instance
+}
+
+// notices is where sonix-run's informational lines go: stderr, except
+// that a command's stderr is left to the command unless --verbose.
+func (r *run) notices() io.Writer {
+	if r.cfg.Command != "" && !r.cfg.Verbose {
+		return io.Discard
+	}
+	return r.cfg.Stderr
 }
 
 // diag is where helper processes' own messages go.
@@ -253,7 +352,7 @@ func (r *run) diag() io.Writer {
 
 func (r *run) boot(ctx context.Context) error {
 	cfg, vm := r.cfg, r.vm
-	if err := r.backend.Resolve(ctx, vm, false, cfg.Stderr); err != nil {
+	if err := r.backend.Resolve(ctx, vm, false, r.notices()); err != nil {
 		return &Error{Reason: BadInput, Err: err}
 	}
 	if r.backend.UsesVirtiofsd() && len(vm.Shares) > 0 {
@@ -278,7 +377,7 @@ func (r *run) boot(ctx context.Context) error {
 	if vm.GDBPort != 0 { // now, when it is listening
 		r.console.notice("%s", gdbNotice(vm))
 	}
-	return r.wait(ctx)
+	return nil
 }
 
 // wait supervises the running VM until it ends, acting on signals, the
@@ -340,6 +439,8 @@ func (r *run) wait(ctx context.Context) error {
 		case <-stopTimeout:
 			r.console.notice("sonix-run: the guest did not power off within %v; stopping the VM", cfg.StopTimeout)
 			stop(ended)
+		case e := <-r.stopReq:
+			stop(e)
 		case <-ctx.Done():
 			stop(&Error{Reason: Interrupted, Err: ctx.Err()})
 		}

@@ -77,6 +77,8 @@ type VM struct {
 	// GDBWait holds the CPUs until gdb attaches and continues them.
 	GDBPort int
 	GDBWait bool
+	// Ports are named virtio console ports for the guest agent.
+	Ports []string
 	// QEMUArgs are raw arguments added to QEMU's command line, last.
 	QEMUArgs []string
 

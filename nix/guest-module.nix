@@ -15,7 +15,9 @@
 #   - kernel consoles for QEMU (ttyS0 on x86_64, ttyAMA0 on aarch64) and for
 #     Virtualization.framework (hvc0), a getty on each one that exists, and
 #     root logged in on them by default;
-#   - no boot loader: sonix-run reads boot.json itself.
+#   - no boot loader: sonix-run reads boot.json itself;
+#   - sonix-run-agent.service (sonix-run.harness.enable), the guest side of
+#     `sonix-run --run` (docs/harness.md, nix/harness-agent.sh).
 #
 # Import it from a flake (`sonix-run.nixosModules.default`) or by path; it is
 # active once imported (`sonix-run.enable` turns it off again).
@@ -57,6 +59,18 @@ let
       "pvpanic_mmio" # QEMU's ISA pvpanic on x86_64 (ACPI QEMU0001)
       "pvpanic_pci" # QEMU's pvpanic-pci on aarch64
     ];
+
+  # The guest side of the harness protocol (docs/harness.md). The script
+  # documents itself; nix/harness-agent-test.sh tests it without a VM.
+  # writeShellApplication adds `set -euo pipefail` (which the script has
+  # anyway) and checks the script with shellcheck at build time.
+  harnessAgent = pkgs.writeShellApplication {
+    name = "sonix-run-agent";
+    # base64, sleep; systemctl comes with the service's default PATH.
+    runtimeInputs = [ pkgs.coreutils ];
+    # (without its own #! line, which would land in the middle)
+    text = lib.removePrefix "#!/usr/bin/env bash\n" (builtins.readFile ./harness-agent.sh);
+  };
 in
 {
   options.sonix-run = {
@@ -195,16 +209,26 @@ in
       '';
     };
 
-    # ------------------------------------------------------------------
-    # PLACEHOLDER, NOT IMPLEMENTED: sonix-run.harness.*
-    #
-    # The guest side of the host-guest harness protocol belongs here: a
-    # systemd service that runs the command `sonix-run --run CMD` passes,
-    # streams its stdout and stderr to the host and reports its exit status.
-    # The protocol is designed in issue 3 ("Dev harness") and does not exist
-    # yet, so there is no option and no service: a system built with this
-    # module boots and gives a console, but cannot serve --run.
-    # ------------------------------------------------------------------
+    harness.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Whether to run the guest side of sonix-run's host-guest protocol
+        (`sonix-run --run CMD`, `sonix-run TARGET -- CMD` and the Go
+        harness; sonix-run's {file}`docs/harness.md`): the service
+        `sonix-run-agent.service`, which finds the virtio console ports
+        `org.sonix-run.ctl`, `.stdout`, `.stderr` and `.stdin`, runs each
+        command the host sends as root with {command}`sh -c` in {file}`/`,
+        streams its output to the host and reports its exit status, and
+        powers the guest off when asked.
+
+        Without those ports (a plain `sonix-run ./result`) the service looks
+        for them for ten seconds and then exits successfully, so leaving
+        this on costs nothing. The command's {env}`PATH` is
+        {file}`/run/wrappers/bin`, {file}`/run/current-system/sw/bin`, then
+        the service's own; {env}`HOME` is {file}`/root`.
+      '';
+    };
   };
 
   config = mkIf cfg.enable {
@@ -297,6 +321,44 @@ in
         ${config.nix.package.out}/bin/nix-store --load-db \
           < ${pkgs.closureInfo { rootPaths = [ config.system.path ]; }}/registration
       '';
+    };
+
+    # The harness agent. The ports are virtio console ports: virtio_console
+    # is in the initrd already (for hvc0); listed here as well so that a
+    # kernel with the module but an initrd without it still has the ports.
+    boot.kernelModules = mkIf cfg.harness.enable [ "virtio_console" ];
+
+    # The service starts at boot and waits a while for the ports; a control
+    # port that appears later (the kernel announces the port's name with a
+    # change event) starts it again. Without udev the boot-time start is
+    # enough, since the ports come with the virtio console device.
+    services.udev.extraRules = mkIf cfg.harness.enable ''
+      SUBSYSTEM=="virtio-ports", ATTR{name}=="org.sonix-run.ctl", TAG+="systemd", ENV{SYSTEMD_WANTS}+="sonix-run-agent.service"
+    '';
+
+    systemd.services.sonix-run-agent = mkIf cfg.harness.enable {
+      description = "sonix-run harness agent (runs the host's commands)";
+      wantedBy = [ "multi-user.target" ];
+      # Early: it needs the store and /run, not the network.
+      after = [ "local-fs.target" ];
+      # The command being run may be `nixos-rebuild switch`: restarting the
+      # agent would kill it (and the host would never get its status).
+      restartIfChanged = false;
+      environment.HOME = "/root";
+      serviceConfig = {
+        Type = "simple";
+        ExecStart = "${harnessAgent}/bin/sonix-run-agent";
+        # User= makes systemd set USER, LOGNAME, HOME and SHELL.
+        User = "root";
+        # The agent exits 0 when there are no ports; errors are worth a
+        # second try.
+        Restart = "on-failure";
+        RestartSec = "1s";
+        # systemd ignores SIGPIPE in services by default, and the commands
+        # would inherit that (`yes | head` would complain of a broken pipe
+        # instead of ending quietly).
+        IgnoreSIGPIPE = false;
+      };
     };
 
     services.getty.autologinUser = mkIf cfg.autologin (mkDefault "root");

@@ -31,6 +31,11 @@ var boards = map[launcher.Arch]board{
 // QMPSocket is where the QMP socket of a run lives.
 func QMPSocket(vm *launcher.VM) string { return filepath.Join(vm.RunDir, "qmp.sock") }
 
+// PortSocket is the Unix socket behind the i-th of vm.Ports.
+func PortSocket(vm *launcher.VM, i int) string {
+	return filepath.Join(vm.RunDir, fmt.Sprintf("port%d.sock", i))
+}
+
 // MachineParams are the kernel parameters the QEMU machine needs: its console,
 // and panic=-1 so that a panic reboots at once, which -no-reboot turns into
 // the end of the run.
@@ -115,6 +120,15 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 			drive += ",readonly=on"
 		}
 		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive="+id+",serial="+id)
+	}
+	if len(vm.Ports) > 0 {
+		a = append(a, "-device", "virtio-serial-pci,id=ports")
+		for i, name := range vm.Ports {
+			id := fmt.Sprintf("port%d", i)
+			a = append(a,
+				"-chardev", "socket,id="+id+",path="+opt(PortSocket(vm, i))+",server=on,wait=off",
+				"-device", "virtserialport,bus=ports.0,chardev="+id+",name="+opt(name)+",id="+id+"-dev")
+		}
 	}
 	a = append(a, "-kernel", vm.Kernel)
 	if vm.Initrd != "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -63,7 +64,7 @@ func (b Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Co
 	if err != nil {
 		return nil, err
 	}
-	m := &machine{stderr: proc.NewTail(4096), exited: make(chan struct{}), done: make(chan struct{})}
+	m := &machine{vm: vm, stderr: proc.NewTail(4096), exited: make(chan struct{}), done: make(chan struct{})}
 	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Stdin, m.cmd.Stdout = console.In, console.Out
 	m.cmd.Stderr = m.stderr
@@ -99,6 +100,7 @@ func (b Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Co
 }
 
 type machine struct {
+	vm      *launcher.VM
 	cmd     *exec.Cmd
 	stderr  *proc.Tail
 	mon     *monitor
@@ -112,6 +114,52 @@ type machine struct {
 }
 
 func (m *machine) Done() <-chan struct{} { return m.done }
+
+// PortMark returns a position in the event stream for WaitPortOpen.
+func (m *machine) PortMark() int {
+	events, _, _ := m.mon.snapshot()
+	return len(events)
+}
+
+// WaitPortOpen waits for the guest to open the named port after mark, as
+// told by QEMU's VSERPORT_CHANGE events.
+func (m *machine) WaitPortOpen(ctx context.Context, name string, mark int) error {
+	id := ""
+	for i, n := range m.vm.Ports {
+		if n == name {
+			id = fmt.Sprintf("port%d-dev", i)
+		}
+	}
+	for {
+		events, closed, changed := m.mon.snapshot()
+		for _, e := range events[min(mark, len(events)):] {
+			if e.Event == "VSERPORT_CHANGE" && e.Data["id"] == id && e.Data["open"] == true {
+				return nil
+			}
+		}
+		if closed {
+			return fmt.Errorf("QEMU exited before the guest opened %s", name)
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// DialPort connects to a named virtio console port's socket. QEMU creates
+// it before QMP answers, so it is there; a port that the host closes and
+// dials again is seen by the guest as a hangup and a new connection.
+func (m *machine) DialPort(ctx context.Context, name string) (io.ReadWriteCloser, error) {
+	for i, n := range m.vm.Ports {
+		if n == name {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", PortSocket(m.vm, i))
+		}
+	}
+	return nil, fmt.Errorf("the VM has no port %q", name)
+}
 
 func (m *machine) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

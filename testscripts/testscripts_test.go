@@ -182,13 +182,16 @@ func cmdNoleaks(ts *testscript.TestScript, neg bool, args []string) {
 	for _, e := range entries {
 		ts.Fatalf("run directory left behind: %s", e.Name())
 	}
-	locks, _ := filepath.Glob(filepath.Join("/run/virtiofsd", "*"+strings.ReplaceAll(work, "/", ".")+"*"))
+	locks, _ := filepath.Glob(filepath.Join("/run/virtiofsd", strings.ReplaceAll(work+"/", "/", ".")+"*"))
 	if len(locks) > 0 {
 		ts.Fatalf("virtiofsd lock files left behind: %q", locks)
 	}
 }
 
-func processesMentioning(s string) []string {
+// processesMentioning lists the processes with a path under dir on their
+// command line.
+func processesMentioning(dir string) []string {
+	s := strings.TrimSuffix(dir, "/") + "/" // not dir-other, a sibling
 	var out []string
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {

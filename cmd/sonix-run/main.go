@@ -27,11 +27,13 @@ const (
 	exitFailure    = 120 // QEMU, virtiofsd or sonix-run itself failed
 	exitGuestReset = 121 // the guest rebooted
 	exitGuestPanic = 122 // the guest kernel panicked
+	exitNoReport   = 123 // --run: the guest ended without reporting the command's status
 	exitTimeout    = 124 // --timeout expired (as timeout(1))
+	exitNoAgent    = 125 // --run: the guest ended before its agent was ready (boot failure)
 	exitSignalBase = 128 // + the signal that stopped the run; Ctrl-a x counts as SIGINT
 )
 
-const usage = `Usage: sonix-run [OPTIONS] TARGET
+const usage = `Usage: sonix-run [OPTIONS] TARGET [-- COMMAND [ARG...]]
 
 Boot a built NixOS system without a disk image. TARGET is a bootspec
 boot.json, a NixOS toplevel directory holding one, or a link to either such
@@ -47,6 +49,8 @@ Examples:
   sonix-run --forward tcp:2222:22 --disk scratch.img ./result
   sonix-run --timeout 5m --console-log boot.log ./result   (CI)
   sonix-run --dry-run ./result               print the commands, start nothing
+  sonix-run --run 'uname -a; exit 7' ./result   run a command, exit with its status
+  echo hi | sonix-run ./result -- cat        stdin (not a terminal) is the command's
   sonix-run --kernel arch/x86/boot/bzImage --modules ./modroot --gdb ./result
                                              your kernel and modules_install tree
 
@@ -57,10 +61,16 @@ panic=-1), then --append.
 Console keys (when stdin is a terminal): Ctrl-a x stops the VM and exits,
 Ctrl-a h lists the keys, Ctrl-a Ctrl-a sends Ctrl-a.
 
+With --run or -- COMMAND, the command runs as root in the guest (its agent:
+docs/harness.md); its stdout and stderr are sonix-run's, the console goes
+to --console-log (and stderr with --verbose), and the guest powers off after.
+
 Exit status: 0 the guest powered off; 2 bad input (nothing started);
 120 QEMU, virtiofsd or sonix-run failed; 121 the guest rebooted; 122 the
 guest kernel panicked; 124 --timeout expired; 128+N stopped by signal N
-(130 also for Ctrl-a x).
+(130 also for Ctrl-a x). With a command: the command's own status, or
+123 the guest ended without reporting it, 125 the guest ended before its
+agent was ready; sonix-run says on stderr when a status is its own.
 
 Options:
 `
@@ -76,6 +86,7 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("sonix-run", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.SortFlags = false
+	fs.StringVar(&cfg.Command, "run", "", "run `COMMAND` (sh -c) in the guest, then power off; exit with its status")
 	fs.StringVar(&memory, "memory", fmt.Sprintf("%dM", launcher.DefaultMemoryMiB), "guest memory, e.g. 512M or 2G")
 	fs.IntVar(&cfg.CPUs, "cpus", launcher.DefaultCPUs, "virtual CPUs")
 	fs.StringVar(&accel, "accel", "auto", "auto, kvm or tcg; auto uses KVM where it really runs a guest")
@@ -117,11 +128,25 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 		return exitOK
 	}
-	if fs.NArg() != 1 {
-		fmt.Fprintf(stderr, "sonix-run: expected one TARGET (a boot.json or NixOS toplevel), got %d\nTry 'sonix-run --help'.\n", fs.NArg())
+	args = fs.Args()
+	if dash := fs.ArgsLenAtDash(); dash >= 0 {
+		// TARGET -- COMMAND ARGS...: each word is quoted, so it arrives as typed.
+		if cfg.Command != "" {
+			fmt.Fprintf(stderr, "sonix-run: give the command with --run or after --, not both\n")
+			return exitUsage
+		}
+		if len(args) == dash {
+			fmt.Fprintf(stderr, "sonix-run: no command after --\n")
+			return exitUsage
+		}
+		cfg.Command = launcher.ShellJoin(args[dash:])
+		args = args[:dash]
+	}
+	if len(args) != 1 {
+		fmt.Fprintf(stderr, "sonix-run: expected one TARGET (a boot.json or NixOS toplevel), got %d\nTry 'sonix-run --help'.\n", len(args))
 		return exitUsage
 	}
-	cfg.Target = fs.Arg(0)
+	cfg.Target = args[0]
 	// $SONIX_APPEND comes before --append, so the flags still win.
 	cfg.Append = append(strings.Fields(os.Getenv("SONIX_APPEND")), cfg.Append...)
 	cfg.Accel = launcher.Accel(accel)
@@ -141,6 +166,10 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	var e *launcher.Error
+	if errors.As(err, &e) && e.Reason == launcher.CommandExit {
+		return e.Status // the command's own; its stderr has said what it had to
+	}
 	fmt.Fprintf(stderr, "sonix-run: %v\n", err)
 	return exitCode(err)
 }
@@ -159,6 +188,10 @@ func exitCode(err error) int {
 		return exitGuestPanic
 	case launcher.Timeout:
 		return exitTimeout
+	case launcher.NoReport:
+		return exitNoReport
+	case launcher.BootFailure:
+		return exitNoAgent
 	case launcher.Interrupted:
 		if sig, ok := e.Signal.(syscall.Signal); ok {
 			return exitSignalBase + int(sig)

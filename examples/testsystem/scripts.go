@@ -146,6 +146,54 @@ done
 echo "sonix-test: block=${block:-none}"
 echo "sonix-test: cmdline=$cmdline"
 
+# The guest side of sonix-run's host-guest protocol (docs/harness.md): when
+# the ports are there, serve run requests until asked to power off.
+port() {
+	for p in /sys/class/virtio-ports/*; do
+		[ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return 0; }
+	done
+	return 1
+}
+serve_agent() {
+	ctl=$(port org.sonix-run.ctl) || return 1
+	out=$(port org.sonix-run.stdout) && err=$(port org.sonix-run.stderr) && in=$(port org.sonix-run.stdin) || {
+		echo "sonix-test: agent: ports missing"
+		return 1
+	}
+	echo "sonix-test: agent ready on $ctl"
+	exec 3<>"$ctl"
+	echo "ready 1" >&3
+	while read -r verb nonce id stdin cmd64 <&3; do
+		case "$verb" in
+			run)
+				src=/dev/null
+				[ "$stdin" = port ] && src=$in
+				# Run in a subshell from /: the command gets neither the nonce
+				# (not exported) nor the agent's file descriptors.
+				(cd / && exec 3>&- && sh -c "$(echo "$cmd64" | base64 -d)") <"$src" >"$out" 2>"$err"
+				status=$?
+				printf '\0sonix-end %%s %%s\n' "$nonce" "$id" >"$out"
+				printf '\0sonix-end %%s %%s\n' "$nonce" "$id" >"$err"
+				echo "exit $nonce $id $status" >&3
+				;;
+			poweroff)
+				return 0
+				;;
+		esac
+	done
+}
+# sonix.test=noagent: a system without an agent, for sonix-run's boot-failure case.
+case " $(cat /proc/cmdline) " in
+	*" sonix.test=noagent "*) noagent=1 ;;
+	*) noagent= ;;
+esac
+if [ -z "$noagent" ] && [ -e /sys/class/virtio-ports ] && port org.sonix-run.ctl >/dev/null; then
+	serve_agent
+	echo "sonix-test: powering off"
+	sync
+	poweroff -f
+fi
+
 action=poweroff
 set -f
 for arg in $cmdline; do
@@ -166,6 +214,7 @@ case "$action" in
 		echo "sonix-test: rebooting"
 		reboot -f
 		;;
+	noagent) ;;
 	hang)
 		echo "sonix-test: hanging"
 		while :; do sleep 3600; done
