@@ -33,6 +33,8 @@ func (b Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log 
 		return fmt.Errorf("--qemu-arg needs --backend qemu")
 	case len(vm.Network.Forwards) > 0:
 		return fmt.Errorf("--forward: the vz backend's NAT network does not forward ports yet; use --backend qemu")
+	case len(vm.Ports) > 0:
+		return fmt.Errorf("--run and the Go harness need the agent's console ports, which the vz backend does not provide yet (docs/harness.md); use --backend qemu")
 	case len(vm.Disks) > 0:
 		return fmt.Errorf("--disk: the vz backend does not attach disks yet; use --backend qemu")
 	}
