@@ -71,8 +71,12 @@ func TestScripts(t *testing.T) {
 			case "qemu":
 				_, err := exec.LookPath("qemu-system-x86_64")
 				return err == nil, nil
-			case "qemu-aarch64":
-				_, err := exec.LookPath("qemu-system-aarch64")
+			case "aarch64":
+				// QEMU for it and Debian's arm64 kernel and busybox.
+				if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
+					return false, nil
+				}
+				_, err := testsystem.FindInputs("aarch64")
 				return err == nil, nil
 			case "root":
 				return os.Geteuid() == 0, nil
