@@ -3,7 +3,6 @@ package harness
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -17,17 +16,7 @@ import (
 // A VM is shut down gracefully, WaitFor honours its context, and nothing
 // is left behind.
 func TestShutdownAndWaitFor(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("QEMU is not installed")
-	}
-	in, err := testsystem.FindInputs("x86_64")
-	if err != nil {
-		t.Fatalf("run scripts/install-test-deps: %v", err)
-	}
-	sys, err := testsystem.Build(t.TempDir(), in, testsystem.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys := testsystem.ForTest(t, "x86_64")
 	runtime := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", runtime)
 	vm, err := Start(context.Background(), launcher.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, Accel: launcher.AccelTCG})

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -33,18 +32,9 @@ type consoleRun struct {
 
 func startOnPty(t *testing.T, args ...string) *consoleRun {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("QEMU is not installed")
-	}
-	in, err := testsystem.FindInputs("x86_64")
-	if err != nil {
-		t.Fatalf("test system inputs missing (run scripts/install-test-deps): %v", err)
-	}
+	sys := testsystem.ForTest(t, "x86_64")
 	r := &consoleRun{work: t.TempDir(), exited: make(chan error, 1), screen: &screen{}}
-	sys, err := testsystem.Build(filepath.Join(r.work, "sys"), in, testsystem.Options{Salt: strconv.FormatInt(time.Now().UnixNano(), 36)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	r.runtime = filepath.Join(r.work, "xdg-runtime")
 	os.Mkdir(r.runtime, 0o700)
 	if r.ptmx, r.tty, err = pty.Open(); err != nil {

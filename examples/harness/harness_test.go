@@ -5,7 +5,6 @@
 package harness_test
 
 import (
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -15,17 +14,7 @@ import (
 )
 
 func TestThreeCommandsOneBoot(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("QEMU is not installed")
-	}
-	in, err := testsystem.FindInputs("x86_64")
-	if err != nil {
-		t.Fatalf("run scripts/install-test-deps: %v", err)
-	}
-	sys, err := testsystem.Build(t.TempDir(), in, testsystem.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sys := testsystem.ForTest(t, "x86_64")
 
 	vm := harness.StartT(t, launcher.Config{
 		Target:     sys.Toplevel,
