@@ -22,6 +22,12 @@
 
       version = "0.1.0-${self.shortRev or self.dirtyShortRev or "dirty"}";
 
+      # Hash of the `go mod vendor` tree, shared by sonix-run and its guest
+      # agent (one Go module). `scripts/vendor-hash --update` rewrites this
+      # line; CI runs `scripts/vendor-hash --check`; nix/agent.nix reads it
+      # from here when the guest module is imported by path.
+      vendorHash = "sha256-jchuUznJ/dJiOaHXoeca0Qe1DCt1jRzLutdXonR0hbQ=";
+
       # The package, as a function for callPackage, so that users can swap a
       # dependency with .override, e.g. the full QEMU to boot guests of the
       # other architecture under TCG:
@@ -42,10 +48,7 @@
           inherit version;
           # The flake's own tree: the files git tracks.
           src = ./.;
-
-          # Hash of the `go mod vendor` tree. `scripts/vendor-hash --update`
-          # rewrites this line; CI runs `scripts/vendor-hash --check`.
-          vendorHash = "sha256-1xzkFLe+SAkSTjH6TLkGUokO05vpLJz7mFVHtPP5F/Y=";
+          inherit vendorHash;
 
           subPackages = [ "cmd/sonix-run" ];
           ldflags = [ "-s" "-w" ];
@@ -99,8 +102,15 @@
     in
     {
       packages = forAllSystems (
-        system: pkgs: {
+        system: pkgs:
+        {
           default = pkgs.callPackage package { qemu = pkgs.qemu_kvm; };
+        }
+        // lib.optionalAttrs (lib.elem system linuxSystems) {
+          # The guest agent, for a guest of this system. The guest module
+          # builds its own from the guest's pkgs (nix/agent.nix), so this
+          # output is for the test system, other distributions and `nix build`.
+          agent = pkgs.callPackage ./nix/agent.nix { inherit version; };
         }
       );
 
@@ -140,10 +150,16 @@
         forAllSystems (system: pkgs: { package = self.packages.${system}.default; })
         // lib.genAttrs linuxSystems (system: {
           package = self.packages.${system}.default;
+          agent = self.packages.${system}.agent;
           # The guest module evaluates and its initrd builds, both store modes.
           guest = (exampleSystem system { }).config.system.build.toplevel;
           guest-writable-store =
             (exampleSystem system { sonix-run.writableStore.enable = true; }).config.system.build.toplevel;
+          # A host's configuration (disks, swap, LUKS, systemd-boot) made
+          # bootable by the module: what nix/tests checks against a
+          # stand-in, here with real NixOS.
+          guest-host-configuration =
+            (exampleSystem system ./nix/tests/host-configuration.nix).config.system.build.toplevel;
         });
     };
 }

@@ -1,12 +1,3 @@
-// Package harness is sonix-run for Go tests: boot a VM once, wait for
-// console output, run commands in the guest with their exit status, stdout
-// and stderr, shut it down, and leak nothing.
-//
-//	vm := harness.StartT(t, launcher.Config{Target: "./result"})
-//	res := vm.MustRun(t, "uname -r")
-//
-// Commands go through the guest's agent (docs/harness.md), which the test
-// system and sonix-run's NixOS module provide.
 package harness
 
 import (
@@ -19,16 +10,33 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/agent/wire"
 	"github.com/sonix-run/sonix-run/launcher"
 	_ "github.com/sonix-run/sonix-run/qemu" // the backends a test may boot with
 	_ "github.com/sonix-run/sonix-run/vz"
 )
 
-// VM is a booted guest.
+// DefaultTimeout bounds each Must call (and MustRun, MustWaitFor) of a VM,
+// unless the VM is used through WithTimeout.
+const DefaultTimeout = 5 * time.Minute
+
+// VM is a booted guest. Its methods are safe for concurrent use.
 type VM struct {
+	m       *machine
+	timeout time.Duration // for Must calls; 0 is DefaultTimeout
+}
+
+// machine is what every view of one VM (WithTimeout) shares.
+type machine struct {
 	inst    *launcher.Instance
+	cfg     launcher.Config // as started, Name included
 	console *console
-	agent   *launcher.Agent
+	agent   *agent.Client
+	log     *commandLog
+
+	helloMu sync.Mutex
+	hello   *wire.Hello
 
 	closeOnce sync.Once
 	closeErr  error
@@ -42,172 +50,225 @@ type Result struct {
 }
 
 // Start boots the system cfg names. ctx bounds the whole life of the VM:
-// when it ends, the VM is stopped. The agent's ports are always added;
-// cfg.Stdout, if set, also gets the console.
+// when it ends, the VM is stopped. The agent's port is always added;
+// cfg.Stdout, if set, also gets the console. Without cfg.Name the VM gets
+// a name unique to this process and call.
 func Start(ctx context.Context, cfg launcher.Config) (*VM, error) {
-	c, ok := cfg.Stdout.(*console) // StartT's, which logs lines
-	if !ok {
-		c = newConsole(cfg.Stdout)
+	if cfg.Name == "" {
+		cfg.Name = uniqueVMName("vm")
 	}
+	return start(ctx, cfg, newConsole(cfg.Stdout))
+}
+
+func start(ctx context.Context, cfg launcher.Config, c *console) (*VM, error) {
 	cfg.Stdout = c
 	cfg.Agent = true
 	cfg.Stdin = nil
-	cfg.Command = ""
+	cfg.Command = nil
 	if cfg.Stderr == nil {
 		cfg.Stderr = io.Discard
 	}
 	inst, err := launcher.Start(ctx, cfg)
 	if err != nil {
+		c.end()
 		return nil, err
 	}
-	vm := &VM{inst: inst, console: c}
-	go func() {
+	cfg.Name = inst.Name()
+	vm := &VM{m: &machine{inst: inst, cfg: cfg, console: c, log: newCommandLog(c.begin)}}
+	go func() { // ends with the VM
 		<-inst.Done()
 		c.end()
 	}()
-	if vm.agent, err = inst.Agent(ctx); err != nil {
+	if vm.m.agent, err = inst.Agent(); err != nil {
 		vm.Close()
 		return nil, err
 	}
 	return vm, nil
 }
 
+// WithTimeout returns the same VM whose Must calls are bounded by d
+// instead of DefaultTimeout:
+//
+//	vm.WithTimeout(10*time.Second).MustWaitForOpenPort(t, 80)
+func (vm *VM) WithTimeout(d time.Duration) *VM { return &VM{m: vm.m, timeout: d} }
+
+// Name is the VM's name: `sonix-run exec NAME` and `sonix-run shell NAME`
+// reach it while it runs.
+func (vm *VM) Name() string { return vm.m.inst.Name() }
+
 // WaitFor waits until a console line matches re and returns it (lines seen
 // since the start count too, and each line is returned at most once).
+// WaitForConsole is the same call.
 func (vm *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
-	return vm.console.waitFor(ctx, re)
+	line, err := vm.m.console.waitFor(ctx, re)
+	if err != nil {
+		return "", vm.newError(fmt.Sprintf("wait for console %q", re), nil, err)
+	}
+	return line, nil
 }
 
-// Run runs cmd in the guest (sh -c, as root) and returns its status and output.
+// Run runs cmd in the guest (sh -c, as root) and returns its status and
+// output; a non-zero status is a result, not an error.
 func (vm *VM) Run(ctx context.Context, cmd string) (Result, error) {
+	return vm.exec(ctx, agent.Command{Shell: cmd})
+}
+
+// Exec runs argv in the guest (no shell, as root) and returns its status and output.
+func (vm *VM) Exec(ctx context.Context, argv ...string) (Result, error) {
+	return vm.exec(ctx, agent.Command{Argv: argv})
+}
+
+func (vm *VM) exec(ctx context.Context, cmd agent.Command) (Result, error) {
 	var out, errb bytes.Buffer
-	st, err := vm.RunStream(ctx, cmd, nil, &out, &errb)
+	st, err := vm.Stream(ctx, cmd, nil, &out, &errb)
+	// Stream has returned: nothing writes to the buffers any more.
 	return Result{Status: st, Stdout: out.Bytes(), Stderr: errb.Bytes()}, err
 }
 
-// RunStream runs cmd with stdin (nil for none), streaming its output.
-func (vm *VM) RunStream(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	st, err := vm.agent.Run(ctx, cmd, stdin, stdout, stderr)
-	if errors.Is(err, launcher.ErrVMEnded) {
-		if werr := vm.inst.Wait(); werr != nil {
-			return st, fmt.Errorf("running %q: %w", cmd, werr)
+// Stream runs cmd with stdin (nil for none), streaming its output live.
+// The command, its status and (the end of) its output go to the VM's
+// command log.
+func (vm *VM) Stream(ctx context.Context, cmd agent.Command, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	e := vm.m.log.start("exec", describe(cmd))
+	st, err := vm.m.agent.Exec(ctx, cmd, agent.Stdio{Stdin: stdin, Stdout: e.stdout(stdout), Stderr: e.stderr(stderr)})
+	if err != nil {
+		// The agent's port closing usually means the VM is ending (a
+		// panic, a poweroff): give it a moment to say how.
+		var g *agent.GuestError
+		wait := vmEndWait
+		if ctx.Err() != nil || errors.As(err, &g) {
+			wait = 0
+		}
+		if vm.ended(wait) {
+			if werr := vm.m.inst.Wait(); werr != nil {
+				err = fmt.Errorf("running %s: %w (the VM ended: %v)", describe(cmd), err, werr)
+			} else {
+				err = fmt.Errorf("running %s: %w (the VM ended)", describe(cmd), err)
+			}
+		} else {
+			err = fmt.Errorf("running %s: %w", describe(cmd), err)
 		}
 	}
+	e.finish(st, err)
 	return st, err
+}
+
+// ended says whether the VM has ended, waiting for that up to wait.
+func (vm *VM) ended(wait time.Duration) bool {
+	select {
+	case <-vm.m.inst.Done():
+		return true
+	default:
+	}
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-vm.m.inst.Done():
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// vmEndWait bounds how long a command that failed waits for the VM's end,
+// to report it.
+const vmEndWait = 2 * time.Second
+
+func describe(cmd agent.Command) string {
+	if cmd.Shell != "" {
+		return fmt.Sprintf("%q", cmd.Shell)
+	}
+	return fmt.Sprintf("%q", cmd.Argv)
+}
+
+// CopyTo copies a host file or directory into the guest (modes kept).
+func (vm *VM) CopyTo(ctx context.Context, hostSrc, guestDst string) error {
+	what := fmt.Sprintf("host %q to guest %q", hostSrc, guestDst)
+	op := "copy " + what
+	e := vm.m.log.start("copy", what)
+	err := vm.m.agent.CopyTo(ctx, hostSrc, guestDst)
+	e.finish(0, err)
+	if err != nil {
+		return vm.newError(op, nil, err)
+	}
+	return nil
+}
+
+// CopyFrom copies a guest file or directory to the host (modes kept).
+func (vm *VM) CopyFrom(ctx context.Context, guestSrc, hostDst string) error {
+	what := fmt.Sprintf("guest %q to host %q", guestSrc, hostDst)
+	op := "copy " + what
+	e := vm.m.log.start("copy", what)
+	err := vm.m.agent.CopyFrom(ctx, guestSrc, hostDst)
+	e.finish(0, err)
+	if err != nil {
+		return vm.newError(op, nil, err)
+	}
+	return nil
 }
 
 // Shutdown powers the guest off gracefully: through its agent, else by the
 // ACPI power button; when ctx ends first, the VM is stopped. It returns how
 // the VM ended (nil for a clean poweroff).
 func (vm *VM) Shutdown(ctx context.Context) error {
-	if vm.agent.PowerOff() != nil {
-		vm.inst.Shutdown(ctx)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := vm.m.agent.PowerOff(pctx)
+	cancel()
+	if err != nil {
+		vm.m.inst.Shutdown(ctx)
 	}
 	select {
-	case <-vm.inst.Done():
-		return vm.inst.Wait()
+	case <-vm.m.inst.Done():
+		return vm.m.inst.Wait()
 	case <-ctx.Done():
-		return vm.inst.Stop(fmt.Errorf("shutdown: %w", ctx.Err()))
+		return vm.m.inst.Stop(fmt.Errorf("shutdown: %w", ctx.Err()))
 	}
 }
 
 // Close stops the VM if it still runs and cleans everything up; it is safe
 // to call more than once and after Shutdown.
 func (vm *VM) Close() error {
-	vm.closeOnce.Do(func() {
-		if vm.agent != nil {
-			vm.agent.Close()
-		}
+	m := vm.m
+	m.closeOnce.Do(func() {
 		select {
-		case <-vm.inst.Done():
-			vm.closeErr = vm.inst.Wait()
+		case <-m.inst.Done():
+			m.closeErr = m.inst.Wait()
 		default:
-			vm.closeErr = vm.inst.Stop(errors.New("closed"))
+			m.closeErr = m.inst.Stop(errClosed)
 		}
-		if launcher.ReasonOf(vm.closeErr) == launcher.Interrupted {
-			vm.closeErr = nil // stopped because we asked
+		if errors.Is(m.closeErr, errClosed) {
+			m.closeErr = nil // stopped because we asked
 		}
 	})
-	return vm.closeErr
+	return m.closeErr
 }
 
-// Command is the command line that reproduces this VM.
-func (vm *VM) Command() string { return launcher.ShellJoin(vm.inst.Command()) }
+var errClosed = errors.New("closed")
 
-// console records the guest console line by line for WaitFor.
-type console struct {
-	mu      sync.Mutex
-	partial []byte
-	lines   []string
-	next    int           // lines before this were returned by WaitFor
-	changed chan struct{} // closed at a new line
-	ended   bool
-	tee     io.Writer
-	logLine func(string)
-}
+// Command is the hypervisor's command line for this VM (its sockets live
+// in the run's directory, so it documents rather than reproduces; see
+// Reproduce).
+func (vm *VM) Command() string { return launcher.ShellJoin(vm.m.inst.Command()) }
 
-func newConsole(tee io.Writer) *console {
-	return &console{changed: make(chan struct{}), tee: tee}
-}
+// Reproduce is the sonix-run command line that boots the same VM, with the
+// same name, LANs and kernel parameters.
+func (vm *VM) Reproduce() string { return reproduceLine(vm.m.cfg) }
 
-func (c *console) Write(p []byte) (int, error) {
-	if c.tee != nil {
-		c.tee.Write(p)
+// agentHello asks the agent who it is, once per VM.
+func (vm *VM) agentHello(ctx context.Context) (wire.Hello, error) {
+	m := vm.m
+	m.helloMu.Lock()
+	defer m.helloMu.Unlock()
+	if m.hello != nil {
+		return *m.hello, nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.partial = append(c.partial, p...)
-	consumed := 0
-	for {
-		i := bytes.IndexByte(c.partial[consumed:], '\n')
-		if i < 0 {
-			break
-		}
-		line := string(bytes.TrimRight(c.partial[consumed:consumed+i], "\r"))
-		c.lines = append(c.lines, line)
-		if c.logLine != nil {
-			c.logLine(line)
-		}
-		consumed += i + 1
+	h, err := m.agent.Hello(ctx)
+	if err != nil {
+		return h, err
 	}
-	if consumed > 0 {
-		c.partial = append(c.partial[:0], c.partial[consumed:]...)
-		close(c.changed)
-		c.changed = make(chan struct{})
-	}
-	return len(p), nil
+	m.hello = &h
+	return h, nil
 }
-
-func (c *console) end() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.ended = true
-	close(c.changed)
-	c.changed = make(chan struct{})
-}
-
-func (c *console) waitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
-	for {
-		c.mu.Lock()
-		for i := c.next; i < len(c.lines); i++ {
-			if re.MatchString(c.lines[i]) {
-				c.next = i + 1
-				c.mu.Unlock()
-				return c.lines[i], nil
-			}
-		}
-		ended, changed := c.ended, c.changed
-		c.mu.Unlock()
-		if ended {
-			return "", fmt.Errorf("the VM ended before its console showed %q", re)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return "", fmt.Errorf("waiting for %q on the console: %w", re, ctx.Err())
-		}
-	}
-}
-
-// DefaultTimeout bounds each WaitFor and Run of a VM started with StartT.
-const DefaultTimeout = 5 * time.Minute

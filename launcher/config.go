@@ -3,29 +3,42 @@ package launcher
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
-	"strconv"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
+
+	"github.com/sonix-run/sonix-run/vlan"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// Config is one run as the user asked for it.
+// Config is one run as the user asked for it: typed values, checked by
+// Validate before anything starts.
 type Config struct {
-	Target         string // boot.json, a toplevel holding one, or a link to either
+	Target         string // boot.json, a toplevel holding one, a link to either, or a Nix installable
 	Specialisation string // "" boots the main system
 
 	StoreDir   string // host directory holding the store paths boot.json names
 	StoreTag   string
-	ModulesDir string // a /lib/modules tree to share, "" for none
+	ModulesDir string // a /lib/modules tree (or INSTALL_MOD_PATH root) to share, "" for none
 	ModulesTag string
 
 	Kernel string // a kernel image to boot instead of boot.json's (e.g. arch/x86/boot/bzImage)
 	Initrd string // an initrd to use instead of boot.json's
+	// KernelAsIs boots the kernel file as given, never its uncompressed
+	// copy from the kernel cache (--kernel-format bzimage).
+	KernelAsIs bool
 
-	Net      string   // NetUser (default) or NetNone
-	Forwards []string // --forward tcp:HOSTPORT:GUESTPORT
-	Disks    []string // --disk FILE[,format=raw|qcow2][,ro]
-	Shares   []string // --share HOSTDIR:TAG[:ro]
+	Net      string // vmm.NetUser (default) or vmm.NetNone
+	Forwards []vmm.Forward
+	Disks    []vmm.Disk
+	Shares   []vmm.Share
+	// VLANs are virtual LANs shared with this user's other VMs (--vlan):
+	// "NAME", or "NAME=ADDR/PREFIX" to give the guest that address on it
+	// (the kernel parameter sonix.ip=ADDR/PREFIX,MAC, MAC being its NIC's).
+	VLANs []string
 
 	Append    []string // kernel parameters, after everything else
 	QEMUArgs  []string // raw QEMU arguments, last
@@ -33,31 +46,64 @@ type Config struct {
 	GDBWait   bool     // stop the CPUs until gdb attaches
 	CPUs      int
 	MemoryMiB int
-	Accel     Accel
+	Accel     vmm.Accel
 	Backend   string // "auto", "qemu", "vz"
 	Rosetta   bool   // share Rosetta for Linux (vz on Apple silicon)
 
 	Timeout     time.Duration // 0: none
 	StopTimeout time.Duration // how long a guest may take to power off when asked
 
+	// Workdir is shared into the guest at the same path (read-write unless
+	// WorkdirReadOnly) and is where the command runs (--cwd).
+	Workdir         string
+	WorkdirReadOnly bool
+	// State is a disk image that keeps the guest's state across runs
+	// (--state): created on first use (StateSize, sparse; qcow2 for a
+	// .qcow2 name), attached with the serial "sonix-state" and announced
+	// by the kernel parameter sonix.state; the guest formats and mounts it.
+	State     string
+	StateSize int64
+	// Force boots a --kernel that the preflight says will not boot.
+	Force bool
+	// DumpPath, when set, receives a memory dump (ELF vmcore) of a guest
+	// that panics, before the VM is stopped (--dump).
+	DumpPath string
+
+	// Name names the running VM for `sonix-run exec/cp/shell/stop NAME`;
+	// "" picks one from the system's name.
+	Name string
+
 	// Command, when set, is run in the guest through its agent
 	// (docs/harness.md); the run's result is then the command's status, the
 	// console goes only to ConsoleLog (and Stderr with Verbose), and a Stdin
 	// that is not a terminal is the command's stdin.
-	Command string
-	// Agent adds the agent's ports without running a command (the Go harness).
+	Command *Command
+	// Agent gives the guest the agent's port without running a command
+	// (the Go harness, and `sonix-run exec` into a VM started without one).
 	Agent bool
 
 	ConsoleLog string // also append the console to this file
 	Verbose    bool   // helper processes' own messages to Stderr
 	DryRun     bool   // print the commands, start nothing
 
-	Stdin  *os.File // the console's input; a terminal is put in raw mode
+	Stdin *os.File // the console's input; a terminal is put in raw mode
+	// Stdout and Stderr get the guest's output and sonix-run's messages.
+	// sonix-run writes each from one goroutine at a time.
 	Stdout io.Writer
 	Stderr io.Writer
-	// Signals delivers the signals that ask sonix-run to stop: the first
-	// presses the guest's power button, the second stops the VM at once.
+	// Signals delivers the signals that ask sonix-run to stop: before the VM
+	// runs, the first ends the run at once; then the first presses the
+	// guest's power button and the second stops the VM.
 	Signals <-chan os.Signal
+}
+
+// Command is a command to run in the guest.
+type Command struct {
+	Shell string   // run with sh -c, or
+	Argv  []string // run directly (looked up on the guest's PATH)
+	User  string   // "" for root
+	Dir   string   // "" for /
+	TTY   bool     // a pseudo-terminal (sonix-run shell, exec -t)
 }
 
 // Defaults for the fields a user may leave unset.
@@ -68,32 +114,34 @@ const (
 	DefaultCPUs        = 2
 	DefaultMemoryMiB   = 1024
 	DefaultStopTimeout = 10 * time.Second
+	DefaultStateSize   = 8 << 30
 )
 
-func (c *Config) setDefaults() {
-	if c.StoreDir == "" {
-		c.StoreDir = DefaultStoreDir
+// withDefaults returns c with every unset field given its default.
+func (c Config) withDefaults() Config {
+	set := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
 	}
-	if c.StoreTag == "" {
-		c.StoreTag = DefaultStoreTag
-	}
-	if c.ModulesTag == "" {
-		c.ModulesTag = DefaultModulesTag
-	}
+	set(&c.StoreDir, DefaultStoreDir)
+	set(&c.StoreTag, DefaultStoreTag)
+	set(&c.ModulesTag, DefaultModulesTag)
+	set(&c.Net, vmm.NetUser)
 	if c.CPUs == 0 {
 		c.CPUs = DefaultCPUs
 	}
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = DefaultMemoryMiB
 	}
-	if c.Net == "" {
-		c.Net = NetUser
-	}
 	if c.Accel == "" {
-		c.Accel = AccelAuto
+		c.Accel = vmm.AccelAuto
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.StateSize == 0 {
+		c.StateSize = DefaultStateSize
 	}
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
@@ -101,44 +149,80 @@ func (c *Config) setDefaults() {
 	if c.Stderr == nil {
 		c.Stderr = io.Discard
 	}
+	return c
 }
 
-// checkDir reports a clear error unless path is an existing directory.
-func checkDir(flag, path string) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", flag, path, err)
+// checkFlags checks what needs no file system: the values themselves.
+func (c *Config) checkFlags() error {
+	switch {
+	case c.Target == "":
+		return fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)")
+	case c.CPUs < 1 || c.CPUs > vmm.MaxCPUs:
+		return fmt.Errorf("--cpus %d: expected 1 to %d", c.CPUs, vmm.MaxCPUs)
+	case c.Timeout < 0:
+		return fmt.Errorf("--timeout %v: expected a positive duration such as 90s or 5m", c.Timeout)
+	case c.StopTimeout < 0:
+		return fmt.Errorf("--stop-timeout %v: expected a positive duration such as 10s", c.StopTimeout)
+	case c.GDBPort < 0 || c.GDBPort > 65535:
+		return fmt.Errorf("--gdb=%d: expected a TCP port, 1 to 65535", c.GDBPort)
+	case c.Command != nil && c.Command.Shell == "" && len(c.Command.Argv) == 0:
+		return fmt.Errorf("--run: empty command")
+	case c.StateSize < 1<<20:
+		return fmt.Errorf("--state-size %d: expected at least 1M", c.StateSize)
+	case c.Workdir != "" && !filepath.IsAbs(c.Workdir):
+		return fmt.Errorf("--cwd %s: expected an absolute path", c.Workdir)
 	}
-	if !st.IsDir() {
-		return fmt.Errorf("%s %s: not a directory", flag, path)
+	if _, err := vmm.ParseNet(c.Net); err != nil {
+		return err
+	}
+	if _, err := vmm.ParseAccel(string(c.Accel)); err != nil {
+		return err
+	}
+	for _, tag := range []struct{ flag, v string }{{"--store-tag", c.StoreTag}, {"--modules-tag", c.ModulesTag}} {
+		if err := vmm.CheckTag(tag.v); err != nil {
+			return fmt.Errorf("%s: %w", tag.flag, err)
+		}
+	}
+	if c.Name != "" {
+		if err := CheckName(c.Name); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for _, v := range c.VLANs {
+		lan, _, err := parseVLAN(v)
+		if err != nil {
+			return err
+		}
+		if seen[lan] {
+			return fmt.Errorf("--vlan %s is given twice", lan)
+		}
+		seen[lan] = true
 	}
 	return nil
 }
 
-// ParseMemory reads a memory size such as 512M, 2G or 1536 (MiB) and
-// returns MiB.
-func ParseMemory(s string) (int, error) {
-	num, unit := s, byte('M')
-	if n := len(s); n > 0 && (s[n-1] < '0' || s[n-1] > '9') {
-		num, unit = s[:n-1], s[n-1]
-		if n > 1 && (unit == 'B' || unit == 'b') { // 512MB, 2GiB-style suffixes
-			num, unit = strings.TrimSuffix(strings.TrimSuffix(s[:n-1], "i"), "I"), 0
-			if m := len(num); m > 0 {
-				num, unit = num[:m-1], num[m-1]
-			}
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// CheckName checks a VM name (--name): 1 to 63 letters, digits, '.', '_'
+// or '-', starting with a letter or digit.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return &Error{Reason: BadInput, Err: fmt.Errorf("VM name %q: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)}
+	}
+	return nil
+}
+
+// parseVLAN reads NAME or NAME=ADDR/PREFIX (--vlan).
+func parseVLAN(s string) (lan, addr string, err error) {
+	lan, addr, hasAddr := strings.Cut(s, "=")
+	if err := vlan.CheckName(lan); err != nil {
+		return "", "", fmt.Errorf("--vlan %q: %w", s, err)
+	}
+	if hasAddr {
+		if _, err := netip.ParsePrefix(addr); err != nil {
+			return "", "", fmt.Errorf("--vlan %q: expected NAME or NAME=ADDR/PREFIX such as lan1=10.0.0.1/24: %v", s, err)
 		}
 	}
-	v, err := strconv.ParseUint(num, 10, 32)
-	if err != nil || v == 0 {
-		return 0, fmt.Errorf("memory size %q: expected a positive number with an optional unit, such as 512M or 2G", s)
-	}
-	switch unit {
-	case 'M', 'm':
-		return int(v), nil
-	case 'G', 'g':
-		return int(v) * 1024, nil
-	case 'T', 't':
-		return int(v) * 1024 * 1024, nil
-	}
-	return 0, fmt.Errorf("memory size %q: unknown unit %q (use M or G)", s, string(unit))
+	return lan, addr, nil
 }

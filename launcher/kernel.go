@@ -1,40 +1,72 @@
 package launcher
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
-	"github.com/sonix-run/sonix-run/bootjson"
+	"github.com/sonix-run/sonix-run/kernelimage"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// overrideKernel applies --kernel and --initrd, which replace boot.json's.
-func overrideKernel(cfg *Config, paths bootjson.HostPaths) (bootjson.HostPaths, error) {
-	for _, o := range []struct {
-		flag, value string
-		dest        *string
-	}{{"--kernel", cfg.Kernel, &paths.Kernel}, {"--initrd", cfg.Initrd, &paths.Initrd}} {
-		if o.value == "" {
-			continue
-		}
-		st, err := os.Stat(o.value)
-		if err != nil {
-			return paths, fmt.Errorf("%s %s: %w", o.flag, o.value, err)
-		}
-		if !st.Mode().IsRegular() {
-			return paths, fmt.Errorf("%s %s: not a regular file", o.flag, o.value)
-		}
-		abs, err := filepath.Abs(o.value)
-		if err != nil {
-			return paths, err
-		}
-		*o.dest = abs
+// checkKernelImage tells at once when a --kernel is not a kernel image the
+// guest's architecture boots (a text file, an initrd, the other arch's). A
+// file that is a kernel image but one kernelimage cannot take apart (an old
+// or odd bzImage) passes: the hypervisor may still boot it.
+func checkKernelImage(flag, path string, arch vmm.Arch) error {
+	info, err := kernelimage.Inspect(path)
+	var pathErr *fs.PathError
+	switch {
+	case errors.As(err, &pathErr):
+		return fmt.Errorf("%s %s: %w", flag, path, pathErr.Err)
+	case err != nil && !errors.Is(err, kernelimage.ErrUnknownFormat):
+		return nil
 	}
-	return paths, nil
+	switch arch {
+	case vmm.X86_64:
+		if err == nil && bootsOnX86(info) {
+			return nil
+		}
+		return fmt.Errorf("%s %s: not an x86_64 kernel image (expected a bzImage, e.g. arch/x86/boot/bzImage, or a vmlinux ELF)%s", flag, path, whatItIs(info, err))
+	case vmm.AArch64:
+		if err == nil && info.Arch == kernelimage.AArch64 || err == nil && info.Format == kernelimage.Zboot && info.Arch == "" {
+			return nil
+		}
+		return fmt.Errorf("%s %s: not an aarch64 kernel image (expected arch/arm64/boot/Image, Image.gz or an EFI zboot vmlinuz.efi)%s", flag, path, whatItIs(info, err))
+	}
+	return nil
+}
+
+// bootsOnX86: a bzImage (its arch is unknown before boot protocol 2.12) or
+// an x86 ELF vmlinux.
+func bootsOnX86(info kernelimage.Info) bool {
+	switch info.Format {
+	case kernelimage.BzImage:
+		return true
+	case kernelimage.ELF:
+		return info.Arch == kernelimage.X86_64 || info.Arch == kernelimage.I386
+	}
+	return false
+}
+
+// whatItIs names a kernel of the wrong architecture, for the error.
+func whatItIs(info kernelimage.Info, err error) string {
+	if err != nil || info.Format == "" {
+		return ""
+	}
+	arch := string(info.Arch)
+	if arch == "" {
+		arch = "an unknown architecture"
+	}
+	article := "a"
+	if strings.ContainsAny(string(info.Format)[:1], "AEIOU") {
+		article = "an"
+	}
+	return fmt.Sprintf("; it is %s %s for %s", article, info.Format, arch)
 }
 
 // ModulesTree returns the /lib/modules directory inside dir: dir itself, or
@@ -48,39 +80,23 @@ func ModulesTree(dir string) string {
 	return dir
 }
 
-// KernelVersion reads the release string (what `uname -r` prints) from an
-// x86 bzImage's setup header; "" when the image is not one, or has none.
+// KernelVersion returns the release (what `uname -r` prints) a kernel
+// image names: from an x86 bzImage's setup header, or the banner of an
+// uncompressed vmlinux or Image; "" when it names none or is no kernel.
 func KernelVersion(image string) string {
-	f, err := os.Open(image)
+	info, err := kernelimage.Inspect(image)
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	hdr := make([]byte, 0x210)
-	if _, err := io.ReadFull(f, hdr); err != nil || string(hdr[0x202:0x206]) != "HdrS" {
-		return ""
-	}
-	// kernel_version: offset of the version string, minus 0x200.
-	off := int64(binary.LittleEndian.Uint16(hdr[0x20e:])) + 0x200
-	if off == 0x200 {
-		return ""
-	}
-	buf := make([]byte, 256)
-	n, _ := f.ReadAt(buf, off)
-	s := string(buf[:n])
-	if i := strings.IndexByte(s, 0); i >= 0 {
-		s = s[:i]
-	}
-	release, _, _ := strings.Cut(s, " ")
-	return release
+	return info.Release
 }
 
 // modulesWarning says, in one line, when the booted kernel will find no
 // modules of its own version in what is shared; "" when all is well or the
 // version cannot be read.
-func modulesWarning(kernel, modules string) string {
+func modulesWarning(kernel, modules string, relevant bool) string {
 	release := KernelVersion(kernel)
-	if release == "" {
+	if release == "" || !relevant {
 		return ""
 	}
 	if modules == "" {

@@ -2,178 +2,23 @@ package launcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
-	"github.com/sonix-run/sonix-run/bootjson"
+	"github.com/sonix-run/sonix-run/agent"
 	"github.com/sonix-run/sonix-run/nixbuild"
 	"github.com/sonix-run/sonix-run/virtiofs"
+	"github.com/sonix-run/sonix-run/vlan"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// Prepare turns a Config into the VM to boot and the backend that boots it,
-// checking all input; it starts nothing. Every error is a BadInput *Error.
-func Prepare(cfg *Config) (*VM, Backend, error) {
-	cfg.setDefaults()
-	bad := func(err error) (*VM, Backend, error) { return nil, nil, &Error{Reason: BadInput, Err: err} }
-	if cfg.Target == "" {
-		return bad(fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)"))
-	}
-	if err := checkDir("--store", cfg.StoreDir); err != nil {
-		return bad(err)
-	}
-	if cfg.ModulesDir != "" {
-		if err := checkDir("--modules", cfg.ModulesDir); err != nil {
-			return bad(err)
-		}
-	}
-	// Helpers run elsewhere (virtiofsd chroots into its directory) and a
-	// --dry-run script may be pasted anywhere: every host path is absolute.
-	for _, dir := range []*string{&cfg.StoreDir, &cfg.ModulesDir} {
-		if *dir != "" {
-			abs, err := filepath.Abs(*dir)
-			if err != nil {
-				return bad(err)
-			}
-			*dir = abs
-		}
-	}
-	if cfg.ModulesDir != "" {
-		cfg.ModulesDir = ModulesTree(cfg.ModulesDir)
-	}
-	doc, err := bootjson.LoadStore(cfg.Target, cfg.StoreDir)
-	if err != nil {
-		return bad(err)
-	}
-	spec, err := doc.Select(cfg.Specialisation)
-	if err != nil {
-		return bad(err)
-	}
-	paths, err := spec.Locate(doc.Path, cfg.StoreDir)
-	if err != nil {
-		return bad(err)
-	}
-	if paths, err = overrideKernel(cfg, paths); err != nil {
-		return bad(err)
-	}
-	arch, err := ArchOfSystem(spec.System)
-	if err != nil {
-		return bad(fmt.Errorf("%s: %w", doc.Path, err))
-	}
-	backend, err := lookupBackend(cfg.Backend)
-	if err != nil {
-		return bad(err)
-	}
-	vm := &VM{
-		Name:       "sonix-run",
-		Arch:       arch,
-		Accel:      cfg.Accel,
-		CPUs:       cfg.CPUs,
-		MemoryMiB:  cfg.MemoryMiB,
-		Kernel:     paths.Kernel,
-		Initrd:     paths.Initrd,
-		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
-		UserParams: cfg.Append,
-		GDBPort:    cfg.GDBPort,
-		GDBWait:    cfg.GDBWait,
-		QEMUArgs:   cfg.QEMUArgs,
-		Rosetta:    cfg.Rosetta,
-		Shares:     []Share{{Tag: cfg.StoreTag, HostDir: cfg.StoreDir, ReadOnly: true, Cache: CacheAlways}},
-	}
-	if cfg.ModulesDir != "" {
-		vm.Shares = append(vm.Shares, Share{Tag: cfg.ModulesTag, HostDir: cfg.ModulesDir, ReadOnly: true, Cache: CacheAuto})
-	}
-	if cfg.Command != "" || cfg.Agent {
-		vm.Ports = AgentPorts
-	}
-	if err := addDevices(cfg, vm); err != nil {
-		return bad(err)
-	}
-	if cfg.GDBWait && cfg.GDBPort == 0 {
-		return bad(fmt.Errorf("--gdb-wait needs --gdb"))
-	}
-	if err := vm.Validate(); err != nil {
-		return bad(err)
-	}
-	return vm, backend, nil
-}
-
-// addDevices turns --net, --forward, --disk and --share into vm's devices.
-func addDevices(cfg *Config, vm *VM) error {
-	switch cfg.Net {
-	case NetUser, NetNone:
-		vm.Network.Mode = cfg.Net
-	default:
-		return fmt.Errorf("--net %q: expected user or none", cfg.Net)
-	}
-	for _, f := range cfg.Forwards {
-		fw, err := ParseForward(f)
-		if err != nil {
-			return err
-		}
-		if cfg.Net == NetNone {
-			return fmt.Errorf("--forward %s needs --net user", f)
-		}
-		vm.Network.Forwards = append(vm.Network.Forwards, fw)
-	}
-	for _, d := range cfg.Disks {
-		disk, err := ParseDisk(d)
-		if err != nil {
-			return err
-		}
-		vm.Disks = append(vm.Disks, disk)
-	}
-	for _, s := range cfg.Shares {
-		share, err := ParseShare(s)
-		if err != nil {
-			return err
-		}
-		vm.Shares = append(vm.Shares, share)
-	}
-	return nil
-}
-
-// runDirBase is where per-run directories go: $XDG_RUNTIME_DIR (private to
-// the user, on tmpfs) when set, else the temporary directory.
-func runDirBase() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		if st, err := os.Stat(d); err == nil && st.IsDir() {
-			return d
-		}
-	}
-	return os.TempDir()
-}
-
-// assignSockets names each share's virtiofsd socket inside the run directory.
-func assignSockets(vm *VM) {
-	for i := range vm.Shares {
-		vm.Shares[i].Socket = filepath.Join(vm.RunDir, fmt.Sprintf("fs%d-%s.sock", i, safeName(vm.Shares[i].Tag)))
-	}
-}
-
-func safeName(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
-}
-
-func daemonShares(vm *VM) []virtiofs.Share {
-	var out []virtiofs.Share
-	for _, s := range vm.Shares {
-		out = append(out, virtiofs.Share{Name: s.Tag, Dir: s.HostDir, Socket: s.Socket, ReadOnly: s.ReadOnly, Cache: string(s.Cache)})
-	}
-	return out
-}
+// StopSignals are the signals that ask a run to stop.
+var StopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 // Run boots the system cfg names and waits until the VM ends. It returns nil
 // when the guest powered off cleanly (or, with cfg.Command, when the command
@@ -181,87 +26,304 @@ func daemonShares(vm *VM) []virtiofs.Share {
 // process it started is stopped and its run directory removed before Run
 // returns.
 func Run(ctx context.Context, cfg Config) error {
-	vm, backend, err := prepareTarget(ctx, &cfg)
-	if err != nil {
+	inst, err := start(ctx, cfg)
+	if err != nil || inst == nil { // nil: a dry run, printed
 		return err
 	}
-	if cfg.DryRun {
-		return dryRun(ctx, &cfg, vm, backend)
-	}
-	inst, err := start(ctx, &cfg, vm, backend)
-	if err != nil {
-		return err
-	}
-	if cfg.Command != "" {
-		return runCommand(ctx, inst, &cfg)
+	if inst.cfg.Command != nil {
+		return inst.runCommand()
 	}
 	return inst.Wait()
 }
 
 // Start boots the system cfg names and returns once the VM runs; the
-// Instance then supervises it until it ends (Wait).
+// Instance then supervises it until it ends (Wait). cfg.DryRun is refused.
 func Start(ctx context.Context, cfg Config) (*Instance, error) {
-	vm, backend, err := prepareTarget(ctx, &cfg)
-	if err != nil {
-		return nil, err
+	if cfg.DryRun {
+		return nil, &Error{Reason: BadInput, Err: errors.New("Start cannot do a dry run; use Run")}
 	}
-	return start(ctx, &cfg, vm, backend)
-}
-
-// prepareTarget builds a Nix installable if the target is one, then Prepares.
-func prepareTarget(ctx context.Context, cfg *Config) (*VM, Backend, error) {
-	if nixbuild.IsInstallable(cfg.Target) {
-		// A flake output or .nix file: build it first, then boot its toplevel.
-		if cfg.Stderr != nil {
-			fmt.Fprintf(cfg.Stderr, "sonix-run: building %s\n", cfg.Target)
-		}
-		toplevel, err := nixbuild.Build(ctx, cfg.Target, cfg.Stderr)
-		if err != nil {
-			return nil, nil, &Error{Reason: BadInput, Err: err}
-		}
-		cfg.Target = toplevel
-	}
-	vm, backend, err := Prepare(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	if cfg.Kernel != "" || cfg.ModulesDir != "" {
-		if w := modulesWarning(vm.Kernel, cfg.ModulesDir); w != "" {
-			fmt.Fprintln(cfg.Stderr, w)
-		}
-	}
-	return vm, backend, nil
+	return start(ctx, cfg)
 }
 
 // Instance is a running VM that sonix-run supervises.
 type Instance struct {
-	r    *run
-	done chan struct{}
-	err  error
+	cfg      Config
+	vm       *vmm.VM
+	backend  vmm.Backend
+	msgs     *messages
+	out      *output
+	toplevel string // the system's store path
+	// named: the user named the VM; else defaultBase is what its name was
+	// made from.
+	named       bool
+	defaultBase string
+	cl          cleanups
 
-	agentOnce sync.Once
-	agent     *Agent
-	agentErr  error
+	fsd     *virtiofs.Group
+	console *console
+	machine vmm.Machine
+	link    *agent.Link
+	agent   *agent.Client
+	ctl     *controlServer
+
+	// guestReady is closed once the guest is prepared for commands (the
+	// --cwd mount); guestErr then says whether that failed.
+	guestReady chan struct{}
+	guestErr   error
+
+	stopReq     chan stopRequest // stops asked for through the Instance
+	done        chan struct{}
+	err         error
+	teardownErr error
 }
 
-func start(ctx context.Context, cfg *Config, vm *VM, backend Backend) (*Instance, error) {
-	dir, err := os.MkdirTemp(runDirBase(), "sonix-run-") // mode 0700
-	if err != nil {
-		return nil, fail(Failure, "creating the run directory: %w", err)
-	}
-	vm.RunDir = dir
-	assignSockets(vm)
-	r := &run{cfg: cfg, vm: vm, backend: backend, stopReq: make(chan *Error, 1)}
-	if err := r.boot(ctx); err != nil {
-		return nil, joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
-	}
-	inst := &Instance{r: r, done: make(chan struct{})}
+type stopRequest struct {
+	why      *Error
+	graceful bool // press the power button first, stop after StopTimeout
+}
+
+// early watches for a stop signal while the run prepares and boots: the
+// first one cancels everything at once. Once the VM runs, the supervisor
+// takes the signals over (handOver).
+type early struct {
+	once   sync.Once
+	cancel context.CancelFunc
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	sig    os.Signal
+}
+
+func watchEarly(signals <-chan os.Signal, cancel context.CancelFunc) *early {
+	e := &early{cancel: cancel, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		err := r.wait(ctx)
-		inst.err = joinTeardown(err, multierror.Append(r.teardown(), removeAll(dir)).ErrorOrNil())
+		defer close(e.done)
+		select {
+		case sig := <-signals:
+			e.mu.Lock()
+			e.sig = sig
+			e.mu.Unlock()
+			cancel()
+		case <-e.stop:
+		}
+	}()
+	return e
+}
+
+// handOver stops watching and returns the signal seen, if any.
+func (e *early) handOver() os.Signal {
+	e.once.Do(func() { close(e.stop) })
+	<-e.done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sig
+}
+
+func start(parent context.Context, cfg Config) (*Instance, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.checkFlags(); err != nil {
+		return nil, bad(err)
+	}
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	watch := watchEarly(cfg.Signals, cancel)
+	interrupted := func(err error) error {
+		if sig := watch.handOver(); sig != nil {
+			return &Error{Reason: Interrupted, Signal: sig, Err: fmt.Errorf("stopped by %v before the VM ran", sig)}
+		}
+		if parent.Err() != nil {
+			return &Error{Reason: Interrupted, Err: parent.Err()}
+		}
+		return err
+	}
+	msgs := newMessages(cfg.Stderr, cfg.Command != nil && !cfg.Verbose, cfg.Verbose)
+
+	var toplevel string
+	if nixbuild.IsInstallable(cfg.Target) {
+		if err := cfg.checkHost(); err != nil {
+			return nil, interrupted(bad(err))
+		}
+		if cfg.DryRun {
+			watch.handOver()
+			return nil, printNixBuild(&cfg)
+		}
+		// A flake output or .nix file: build it first, then boot its toplevel.
+		msgs.always("sonix-run: building %s", cfg.Target)
+		built, err := nixbuild.Build(ctx, cfg.Target, cfg.Stderr)
+		if err != nil {
+			return nil, interrupted(&Error{Reason: BadInput, Err: err})
+		}
+		cfg.Target, toplevel = built, built
+	}
+	p, err := prepare(cfg)
+	if err != nil {
+		return nil, interrupted(err)
+	}
+	if toplevel == "" {
+		toplevel = p.toplevel
+	}
+	if err := preflight(ctx, p, p.systemKernel, msgs); err != nil {
+		return nil, interrupted(err)
+	}
+	if w := modulesWarning(p.vm.Kernel, p.cfg.ModulesDir, p.cfg.Kernel != "" || p.cfg.ModulesDir != ""); w != "" {
+		msgs.always("%s", w)
+	}
+	if cfg.DryRun {
+		watch.handOver()
+		return nil, dryRun(ctx, p, msgs)
+	}
+	reapStale()
+	named := p.vm.Name != ""
+	if !named {
+		p.vm.Name = defaultName(toplevel)
+	}
+	inst := &Instance{cfg: p.cfg, vm: p.vm, backend: p.backend, msgs: msgs,
+		stopReq: make(chan stopRequest, 1), done: make(chan struct{})}
+	inst.cfg.Name = p.vm.Name
+	inst.named, inst.defaultBase = named, defaultNameBase(toplevel)
+	inst.toplevel = toplevel
+	if err := inst.boot(ctx); err != nil {
+		err = interrupted(err)
+		return nil, joinTeardown(err, inst.cl.run())
+	}
+	if sig := watch.handOver(); sig != nil || parent.Err() != nil {
+		// A signal came as the VM started: end it at once, as during boot.
+		err := interrupted(nil)
+		inst.machine.Stop(context.Background())
+		return nil, joinTeardown(err, inst.cl.run())
+	}
+	go func() {
+		err := inst.supervise(parent)
+		inst.teardownErr = inst.cl.run()
+		inst.err = joinTeardown(err, inst.teardownErr)
 		close(inst.done)
 	}()
 	return inst, nil
+}
+
+// boot starts everything the VM needs, then the VM, pushing each undo on
+// the cleanup stack as it goes.
+func (i *Instance) boot(ctx context.Context) error {
+	cfg, vm := &i.cfg, i.vm
+	dir, err := createRunDir(vm.Name, cfg.Target, cfg.Workdir)
+	// A name sonix-run picked may have been taken by a run that started at
+	// the same moment: take the next one. A name the user gave is theirs.
+	for n := 2; err != nil && !i.named && ReasonOf(err) == BadInput && n < 100; n++ {
+		vm.Name = fmt.Sprintf("%s-%d", i.defaultBase, n)
+		dir, err = createRunDir(vm.Name, cfg.Target, cfg.Workdir)
+	}
+	if err != nil {
+		return err
+	}
+	i.cfg.Name = vm.Name
+	vm.RunDir = dir
+	i.cl.push("run directory", 5*time.Second, func(context.Context) error { return removeRunDir(dir) })
+	i.out = newOutput(cfg, &i.cl)
+	i.msgs.w = i.out.stderr
+	i.addRegistration(ctx, i.toplevel)
+	i.msgs.detail("sonix-run: VM %q (sonix-run exec %s -- COMMAND); its run directory is %s", vm.Name, vm.Name, dir)
+	assignSockets(vm)
+
+	if cfg.State != "" {
+		if err := ensureState(cfg.State, cfg.StateSize, i.msgs); err != nil {
+			return &Error{Reason: Failure, Err: err}
+		}
+	}
+	// virtiofsd's command lines first: a daemon that cannot serve a share
+	// (the legacy one without root) is bad input, found before the slower
+	// steps below.
+	var daemon *virtiofs.Daemon
+	if i.backend.Features().ExternalVirtiofsd && len(vm.Shares) > 0 {
+		d, err := virtiofs.Find(ctx)
+		if err != nil {
+			return &Error{Reason: BadInput, Err: err}
+		}
+		for _, s := range daemonShares(vm) {
+			if _, err := d.Args(s, os.Geteuid() == 0); err != nil {
+				return &Error{Reason: BadInput, Err: err}
+			}
+		}
+		daemon = d
+	}
+	if err := i.backend.Resolve(ctx, vm, vmm.Boot, i.msgs); err != nil {
+		if ctx.Err() != nil {
+			return &Error{Reason: Interrupted, Err: ctx.Err()}
+		}
+		return &Error{Reason: BadInput, Err: err}
+	}
+	if daemon != nil {
+		g, err := virtiofs.StartAll(ctx, daemon, daemonShares(vm), i.helperLog("virtiofsd: "))
+		switch {
+		case errors.Is(err, virtiofs.ErrNeedsRoot) || errors.Is(err, virtiofs.ErrNoReadOnly):
+			return &Error{Reason: BadInput, Err: err} // nothing was started
+		case err != nil:
+			if ctx.Err() != nil {
+				return &Error{Reason: Interrupted, Err: ctx.Err()}
+			}
+			return &Error{Reason: Failure, Err: err}
+		}
+		i.fsd = g
+		i.cl.push("virtiofsd", 6*time.Second, func(context.Context) error {
+			// They exit by themselves once QEMU disconnects.
+			return g.Stop(2 * time.Second)
+		})
+	}
+	for n := range vm.Network.VLANs {
+		v := &vm.Network.VLANs[n]
+		port, err := vlan.Join(ctx, v.LAN, vm.Name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return &Error{Reason: Interrupted, Err: ctx.Err()}
+			}
+			return &Error{Reason: Failure, Err: fmt.Errorf("--vlan %s: %w", v.LAN, err)}
+		}
+		i.cl.push("--vlan "+v.LAN, 6*time.Second, func(context.Context) error { return port.Close() })
+		v.Socket, v.MAC = port.Socket, port.MAC.String()
+		if _, addr, _ := parseVLAN(cfg.VLANs[n]); addr != "" {
+			// The guest's address on this LAN, on the NIC with this MAC.
+			vm.UserParams = append([]string{"sonix.ip=" + addr + "," + v.MAC}, vm.UserParams...)
+		}
+	}
+	if i.console, err = openConsole(cfg, i.out, i.msgs, &i.cl); err != nil {
+		return &Error{Reason: Failure, Err: err}
+	}
+	if err := ctx.Err(); err != nil {
+		return &Error{Reason: Interrupted, Err: err}
+	}
+	i.machine, err = i.backend.Start(ctx, vm, i.console.guest, i.helperLog(""))
+	i.console.started() // the backend holds the guest's ends now
+	if err != nil {
+		// A virtiofsd that died under QEMU's handshake is often the cause.
+		var errs []error
+		if i.fsd != nil {
+			errs = i.fsd.ExitErrors()
+		}
+		return &Error{Reason: Failure, Err: errors.Join(append([]error{err}, errs...)...)}
+	}
+	m := i.machine
+	i.cl.push("the VM", 10*time.Second, func(ctx context.Context) error { return m.Stop(ctx) })
+	if vm.Agent {
+		if err := i.connectAgent(ctx); err != nil {
+			return &Error{Reason: Failure, Err: err}
+		}
+	}
+	if i.ctl, err = listenControl(i); err != nil {
+		return &Error{Reason: Failure, Err: err}
+	}
+	i.cl.push("control socket", 5*time.Second, i.ctl.close)
+	if vm.GDBPort != 0 { // now, when it is listening
+		i.msgs.always("%s", gdbNotice(vm))
+	}
+	return nil
+}
+
+// helperLog is where a helper process's own messages go: through the one
+// writer with --verbose, nowhere otherwise (failures quote their stderr).
+func (i *Instance) helperLog(prefix string) io.Writer {
+	if !i.cfg.Verbose {
+		return nil // a nil interface: the helper's output is only kept for errors
+	}
+	return i.msgs.writer(prefix)
 }
 
 // Done is closed when the VM has ended and everything is cleaned up.
@@ -274,8 +336,11 @@ func (i *Instance) Wait() error {
 	return i.err
 }
 
+// Name is the VM's name (`sonix-run exec NAME`).
+func (i *Instance) Name() string { return i.vm.Name }
+
 // Shutdown presses the guest's power button.
-func (i *Instance) Shutdown(ctx context.Context) error { return i.r.machine.Shutdown(ctx) }
+func (i *Instance) Shutdown(ctx context.Context) error { return i.machine.Shutdown(ctx) }
 
 // Stop ends the VM at once, with why as the run's result, and waits.
 func (i *Instance) Stop(why error) error {
@@ -283,27 +348,44 @@ func (i *Instance) Stop(why error) error {
 	if !ok {
 		e = &Error{Reason: Interrupted, Err: why}
 	}
-	select {
-	case i.r.stopReq <- e:
-	default: // a stop is already asked for
-	}
+	i.requestStop(stopRequest{why: e})
 	return i.Wait()
 }
 
-// VM is the description the instance was booted from.
-func (i *Instance) VM() *VM { return i.r.vm }
-
-// Command returns the command lines that reproduce this run, for messages.
-func (i *Instance) Command() []string {
-	argv, _ := i.r.backend.Command(i.r.vm)
-	return argv
+func (i *Instance) requestStop(r stopRequest) {
+	select {
+	case i.stopReq <- r:
+	default: // a stop is already asked for
+	}
 }
 
-func removeAll(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("removing the run directory: %w", err)
+// AddForward forwards a host port on 127.0.0.1 to the guest while it runs.
+func (i *Instance) AddForward(ctx context.Context, f vmm.Forward) error {
+	if !i.backend.Features().Forwards {
+		return fmt.Errorf("forwarding %s: the %s backend does not support it", f, i.backend.Name())
 	}
-	return nil
+	return i.machine.AddForward(ctx, f)
+}
+
+// VM is the description the instance was booted from.
+func (i *Instance) VM() *vmm.VM { return i.vm }
+
+// Agent is the client of the guest's agent (the VM must have been started
+// with Config.Agent or Config.Command).
+func (i *Instance) Agent() (*agent.Client, error) {
+	if i.agent == nil {
+		return nil, fmt.Errorf("the VM was started without its agent's port (Config.Agent)")
+	}
+	return i.agent, nil
+}
+
+// Command returns the command line that reproduces this run, for messages.
+func (i *Instance) Command() []string {
+	if !i.backend.Features().CommandLine {
+		return nil
+	}
+	argv, _ := i.backend.Command(i.vm)
+	return argv
 }
 
 // joinTeardown adds teardown errors to the run's result without hiding why
@@ -319,197 +401,14 @@ func joinTeardown(runErr, teardownErr error) error {
 	if !ok {
 		e = &Error{Reason: Failure, Err: runErr}
 	}
-	return &Error{Reason: e.Reason, Signal: e.Signal, Err: fmt.Errorf("%w; cleaning up: %v", e.Err, teardownErr)}
-}
-
-// run is the state of one boot, for teardown.
-type run struct {
-	cfg     *Config
-	vm      *VM
-	backend Backend
-	fsd     *virtiofs.Group
-	machine Machine
-	console *console
-	stopReq chan *Error // stops asked for through the Instance
-}
-
-// notices is where sonix-run's informational lines go: stderr, except
-// that a command's stderr is left to the command unless --verbose.
-func (r *run) notices() io.Writer {
-	if r.cfg.Command != "" && !r.cfg.Verbose {
-		return io.Discard
-	}
-	return r.cfg.Stderr
-}
-
-// diag is where helper processes' own messages go.
-func (r *run) diag() io.Writer {
-	if r.cfg.Verbose {
-		return r.cfg.Stderr
-	}
-	return nil
-}
-
-func (r *run) boot(ctx context.Context) error {
-	cfg, vm := r.cfg, r.vm
-	if err := r.backend.Resolve(ctx, vm, false, r.notices()); err != nil {
-		return &Error{Reason: BadInput, Err: err}
-	}
-	if r.backend.UsesVirtiofsd() && len(vm.Shares) > 0 {
-		d, err := virtiofs.Find(ctx)
-		if err != nil {
-			return &Error{Reason: BadInput, Err: err}
-		}
-		if r.fsd, err = virtiofs.StartAll(ctx, d, daemonShares(vm), r.diag()); err != nil {
-			return &Error{Reason: Failure, Err: err}
-		}
-	}
-	var err error
-	if r.console, err = openConsole(cfg); err != nil {
-		return &Error{Reason: Failure, Err: err}
-	}
-	r.machine, err = r.backend.Start(ctx, vm, r.console.guest, cfg.Stderr)
-	r.console.started() // the backend holds the guest's ends now
-	if err != nil {
-		// A virtiofsd that died under QEMU's handshake is often the cause.
-		return &Error{Reason: Failure, Err: multierror.Append(err, r.fsd.ExitErrors()...).ErrorOrNil()}
-	}
-	if vm.GDBPort != 0 { // now, when it is listening
-		r.console.notice("%s", gdbNotice(vm))
-	}
-	return nil
-}
-
-// wait supervises the running VM until it ends, acting on signals, the
-// timeout, Ctrl-a x and helper failures.
-func (r *run) wait(ctx context.Context) error {
-	cfg := r.cfg
-	var timeout, stopTimeout <-chan time.Time
-	if cfg.Timeout > 0 {
-		t := time.NewTimer(cfg.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	var fsdExited <-chan *virtiofs.Process
-	if r.fsd != nil {
-		fsdExited = r.fsd.Exited()
-	}
-	var ended *Error // set when sonix-run decides to end the run
-	stop := func(e *Error) {
-		if ended == nil {
-			ended = e
-		}
-		r.machine.Stop()
-	}
-	for {
-		select {
-		case <-r.machine.Done():
-			return r.outcome(ended)
-		case p := <-fsdExited:
-			// virtiofsd also exits when QEMU, shutting down, disconnects
-			// it, and may be seen first; only a VM that goes on is hurt.
-			select {
-			case <-r.machine.Done():
-				return r.outcome(ended)
-			case <-time.After(fsdExitGrace):
-			}
-			stop(&Error{Reason: Failure, Err: fmt.Errorf("%w; the guest cannot use that share any more, so the VM was stopped", p.ExitError())})
-		case <-timeout:
-			r.console.notice("sonix-run: --timeout %v expired; stopping the VM", cfg.Timeout)
-			stop(fail(Timeout, "--timeout %v expired", cfg.Timeout))
-		case <-r.console.quit:
-			stop(fail(Interrupted, "stopped with Ctrl-a x"))
-		case sig := <-cfg.Signals:
-			e := &Error{Reason: Interrupted, Signal: sig, Err: fmt.Errorf("stopped by %v", sig)}
-			if ended != nil || stopTimeout != nil {
-				r.console.notice("sonix-run: %v again: stopping the VM now", sig)
-				stop(e)
-				continue
-			}
-			ended = e
-			r.console.notice("sonix-run: %v: pressing the guest's power button; waiting up to %v (signal again to stop at once)", sig, cfg.StopTimeout)
-			if err := r.machine.Shutdown(ctx); err != nil {
-				r.console.notice("sonix-run: power button: %v; stopping the VM", err)
-				stop(e)
-				continue
-			}
-			t := time.NewTimer(cfg.StopTimeout)
-			defer t.Stop()
-			stopTimeout = t.C
-		case <-stopTimeout:
-			r.console.notice("sonix-run: the guest did not power off within %v; stopping the VM", cfg.StopTimeout)
-			stop(ended)
-		case e := <-r.stopReq:
-			stop(e)
-		case <-ctx.Done():
-			stop(&Error{Reason: Interrupted, Err: ctx.Err()})
-		}
-	}
-}
-
-// outcome turns how the VM ended into Run's result.
-func (r *run) outcome(ended *Error) error {
-	out := r.machine.Outcome()
-	switch out.Ending {
-	case PoweredOff:
-		if ended != nil && ended.Signal != nil {
-			return ended // powered off because sonix-run was told to stop
-		}
-		return nil
-	case Panicked:
-		return fail(GuestPanic, "the guest kernel panicked")
-	case Reset:
-		if ended != nil {
-			return ended
-		}
-		return fail(GuestReset, "the guest rebooted, which ends the run (a panic that the guest could not report looks the same: give it the pvpanic driver)")
-	case Stopped:
-		if ended != nil {
-			return ended
-		}
-		return fail(Failure, "the VM was stopped")
-	}
-	if ended != nil && ended.Reason == Failure {
-		return ended
-	}
-	return &Error{Reason: Failure, Err: out.Err}
-}
-
-// teardown stops whatever is still running, in reverse order of starting,
-// and collects every error.
-func (r *run) teardown() error {
-	var errs *multierror.Error
-	if r.machine != nil {
-		if err := r.machine.Stop(); err != nil {
-			errs = multierror.Append(errs, err)
-		}
-	}
-	if r.console != nil {
-		if err := r.console.close(); err != nil {
-			errs = multierror.Append(errs, err)
-		}
-	}
-	if r.fsd != nil {
-		// They exit by themselves once QEMU disconnects.
-		if err := r.fsd.Stop(2 * time.Second); err != nil {
-			errs = multierror.Append(errs, err)
-		}
-	}
-	return errs.ErrorOrNil()
+	return &Error{Reason: e.Reason, Signal: e.Signal, Status: e.Status, Err: fmt.Errorf("%w; cleaning up: %v", e.Err, teardownErr)}
 }
 
 // gdbNotice tells how to attach gdb to the stub.
-func gdbNotice(vm *VM) string {
+func gdbNotice(vm *vmm.VM) string {
 	held := ""
 	if vm.GDBWait {
 		held = " (CPUs stopped until gdb continues them)"
 	}
 	return fmt.Sprintf("sonix-run: gdb stub on 127.0.0.1:%d%s; attach with: gdb vmlinux -ex 'target remote 127.0.0.1:%d'", vm.GDBPort, held, vm.GDBPort)
 }
-
-// fsdExitGrace is how long a virtiofsd exit may precede QEMU's own when QEMU
-// is shutting down.
-const fsdExitGrace = 2 * time.Second
-
-// StopSignals are the signals that ask a run to stop.
-var StopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}

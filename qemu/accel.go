@@ -5,16 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/internal/proc"
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // ProbeTimeout bounds the KVM probe. A healthy host finishes it in about
@@ -23,18 +23,18 @@ import (
 const ProbeTimeout = 2 * time.Second
 
 // hostArch is the architecture of this machine, as launcher names it.
-func hostArch() launcher.Arch {
+func hostArch() vmm.Arch {
 	switch runtime.GOARCH {
 	case "amd64":
-		return launcher.X86_64
+		return vmm.X86_64
 	case "arm64":
-		return launcher.AArch64
+		return vmm.AArch64
 	}
-	return launcher.Arch(runtime.GOARCH)
+	return vmm.Arch(runtime.GOARCH)
 }
 
 // kvmUsable says why KVM cannot run a guest of arch here, or nil.
-func kvmUsable(arch launcher.Arch) error {
+func kvmUsable(arch vmm.Arch) error {
 	if arch != hostArch() {
 		return fmt.Errorf("KVM runs only %s guests on this %s host", hostArch(), hostArch())
 	}
@@ -53,54 +53,61 @@ func kvmUsable(arch launcher.Arch) error {
 
 // resolveAccel picks the accelerator for --accel auto, and checks --accel kvm.
 // With dryRun, auto is decided from /dev/kvm alone: the probe starts QEMU.
-func resolveAccel(ctx context.Context, vm *launcher.VM, qemuPath string, dryRun bool, log io.Writer) error {
+func resolveAccel(ctx context.Context, vm *vmm.VM, qemuPath string, dryRun bool, log vmm.Log) error {
 	switch vm.Accel {
-	case launcher.AccelTCG:
+	case vmm.AccelTCG:
 		return nil
-	case launcher.AccelKVM:
+	case vmm.AccelKVM:
 		if err := kvmUsable(vm.Arch); err != nil {
 			return fmt.Errorf("--accel kvm: %w", err)
 		}
 		return nil
-	case launcher.AccelAuto, "":
+	case vmm.AccelAuto, "":
 	default:
 		return fmt.Errorf("--accel %q: expected auto, kvm or tcg", vm.Accel)
 	}
 	if err := kvmUsable(vm.Arch); err != nil {
-		fmt.Fprintf(log, "sonix-run: using TCG (slow): %v\n", err)
-		vm.Accel = launcher.AccelTCG
+		log.Notice("sonix-run: using TCG (slow): %v", err)
+		vm.Accel = vmm.AccelTCG
 		return nil
 	}
 	verdict, known := cachedProbe(qemuPath)
 	switch {
 	case known:
 	case dryRun:
-		vm.Accel = launcher.AccelKVM
-		fmt.Fprintf(log, "sonix-run: --dry-run starts nothing, so KVM was not probed; a real run falls back to TCG if KVM does not run a test guest within %v\n", ProbeTimeout)
+		vm.Accel = vmm.AccelKVM
+		log.Notice("sonix-run: --dry-run starts nothing, so KVM was not probed; a real run falls back to TCG if KVM does not run a test guest within %v", ProbeTimeout)
 		return nil
 	default:
 		verdict = probeOK
 		if err := probeKVM(ctx, vm, qemuPath); err != nil {
-			verdict = err.Error()
+			if ctx.Err() != nil {
+				// The run was cancelled, not KVM found wanting: remember nothing.
+				return ctx.Err()
+			}
+			verdict = oneLine(err.Error())
 		}
 		rememberProbe(qemuPath, verdict)
 	}
 	if verdict != probeOK {
-		fmt.Fprintf(log, "sonix-run: using TCG (slow): /dev/kvm opens but %s; --accel kvm forces KVM\n", verdict)
-		vm.Accel = launcher.AccelTCG
+		log.Notice("sonix-run: using TCG (slow): /dev/kvm opens but %s; --accel kvm forces KVM", verdict)
+		vm.Accel = vmm.AccelTCG
 		return nil
 	}
-	vm.Accel = launcher.AccelKVM
+	vm.Accel = vmm.AccelKVM
 	return nil
 }
 
 const probeOK = "ok"
 
+// oneLine folds a message (QEMU's assertion spans lines) into one notice line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
 // probeKVM boots a tiny guest under KVM on the machine type the VM will use,
 // through the same firmware, and waits for it to report back. Only x86_64
 // guests are probed; elsewhere opening /dev/kvm is taken as enough.
-func probeKVM(ctx context.Context, vm *launcher.VM, qemuPath string) error {
-	if vm.Arch != launcher.X86_64 {
+func probeKVM(ctx context.Context, vm *vmm.VM, qemuPath string) error {
+	if vm.Arch != vmm.X86_64 {
 		return nil
 	}
 	image := filepath.Join(vm.RunDir, "kvm-probe")
@@ -110,7 +117,7 @@ func probeKVM(ctx context.Context, vm *launcher.VM, qemuPath string) error {
 	defer os.Remove(image)
 	ctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 	defer cancel()
-	cmd := exec.Command(qemuPath, "-machine", boards[launcher.X86_64].machine+",accel=kvm", "-cpu", "host", "-m", "64M",
+	cmd := exec.Command(qemuPath, "-machine", boards[vmm.X86_64].machine+",accel=kvm", "-cpu", "host", "-m", "64M",
 		"-nodefaults", "-no-user-config", "-display", "none",
 		"-kernel", image, "-device", "isa-debug-exit,iobase=0xf4,iosize=1")
 	stderr := proc.NewTail(1024)

@@ -1,4 +1,4 @@
-// Package qemu is the QEMU backend: it turns a launcher.VM into a QEMU
+// Package qemu is the QEMU backend: it turns a vmm.VM into a QEMU
 // command line (Argv, a pure function) and supervises the process, driving
 // its lifecycle through QMP.
 package qemu
@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // board holds what differs between guest architectures.
@@ -21,30 +21,28 @@ type board struct {
 	extra   []string // other per-machine arguments
 }
 
-var boards = map[launcher.Arch]board{
+var boards = map[vmm.Arch]board{
 	// q35 over microvm: it never hung under TCG in our boots, microvm did
 	// (no HPET/PM timer to calibrate the TSC against).
-	launcher.X86_64:  {binary: "qemu-system-x86_64", machine: "q35", console: "ttyS0", pvpanic: "pvpanic", rng: "virtio-rng-pci"},
-	launcher.AArch64: {binary: "qemu-system-aarch64", machine: "virt,gic-version=max", console: "ttyAMA0", pvpanic: "pvpanic-pci", rng: "virtio-rng-pci"},
+	vmm.X86_64:  {binary: "qemu-system-x86_64", machine: "q35", console: "ttyS0", pvpanic: "pvpanic", rng: "virtio-rng-pci"},
+	vmm.AArch64: {binary: "qemu-system-aarch64", machine: "virt,gic-version=max", console: "ttyAMA0", pvpanic: "pvpanic-pci", rng: "virtio-rng-pci"},
 }
 
 // QMPSocket is where the QMP socket of a run lives.
-func QMPSocket(vm *launcher.VM) string { return filepath.Join(vm.RunDir, "qmp.sock") }
+func QMPSocket(vm *vmm.VM) string { return filepath.Join(vm.RunDir, "qmp.sock") }
 
-// PortSocket is the Unix socket behind the i-th of vm.Ports.
-func PortSocket(vm *launcher.VM, i int) string {
-	return filepath.Join(vm.RunDir, fmt.Sprintf("port%d.sock", i))
-}
+// AgentSocket is the Unix socket behind the guest agent's port.
+func AgentSocket(vm *vmm.VM) string { return filepath.Join(vm.RunDir, "agent.sock") }
 
 // MachineParams are the kernel parameters the QEMU machine needs: its console,
 // and panic=-1 so that a panic reboots at once, which -no-reboot turns into
 // the end of the run.
-func MachineParams(arch launcher.Arch) []string {
+func MachineParams(arch vmm.Arch) []string {
 	return []string{"console=" + boards[arch].console, "panic=-1"}
 }
 
 // Binary is the QEMU system emulator for arch.
-func Binary(arch launcher.Arch) (string, error) {
+func Binary(arch vmm.Arch) (string, error) {
 	m, ok := boards[arch]
 	if !ok {
 		return "", fmt.Errorf("QEMU backend: unsupported architecture %q", arch)
@@ -54,16 +52,16 @@ func Binary(arch launcher.Arch) (string, error) {
 
 // Argv returns the QEMU command line for vm, with qemuPath as argv[0].
 // vm.Accel must be resolved (kvm or tcg).
-func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
+func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 	m, ok := boards[vm.Arch]
 	if !ok {
 		return nil, fmt.Errorf("QEMU backend: unsupported architecture %q", vm.Arch)
 	}
-	if vm.Accel != launcher.AccelKVM && vm.Accel != launcher.AccelTCG {
+	if vm.Accel != vmm.AccelKVM && vm.Accel != vmm.AccelTCG {
 		return nil, fmt.Errorf("QEMU backend: accelerator %q is not resolved", vm.Accel)
 	}
 	cpu := "max"
-	if vm.Accel == launcher.AccelKVM {
+	if vm.Accel == vmm.AccelKVM {
 		cpu = "host"
 	}
 	mem := fmt.Sprintf("%dM", vm.MemoryMiB)
@@ -87,7 +85,7 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 		// A panicking guest reports it (GUEST_PANICKED); QEMU then exits
 		// non-zero, so a panic fails even a pasted --dry-run command.
 		"-device", m.pvpanic,
-		"-action", "panic=exit-failure",
+		"-action", panicAction(vm),
 		"-device", m.rng,
 	}
 	a = append(a, m.extra...)
@@ -104,7 +102,7 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 			"-chardev", "socket,id="+id+",path="+opt(s.Socket),
 			"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag="+opt(s.Tag))
 	}
-	if vm.Network.Mode == launcher.NetUser {
+	if vm.Network.Mode == vmm.NetUser {
 		netdev := "user,id=net0"
 		for _, f := range vm.Network.Forwards {
 			// Forwarded ports listen on the host's loopback only.
@@ -113,28 +111,42 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 		// romfile= skips the NIC's boot ROM: direct kernel boot needs none.
 		a = append(a, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,romfile=")
 	}
+	for i, v := range vm.Network.VLANs {
+		// The LAN's switch (package vlan) listens; QEMU connects as a client.
+		id := fmt.Sprintf("vlan%d", i)
+		a = append(a,
+			"-netdev", "stream,id="+id+",server=off,addr.type=unix,addr.path="+opt(v.Socket),
+			"-device", "virtio-net-pci,netdev="+id+",mac="+v.MAC+",romfile=")
+	}
 	for i, d := range vm.Disks {
 		id := fmt.Sprintf("disk%d", i)
 		drive := "file=" + opt(d.Path) + ",format=" + d.Format + ",if=none,id=" + id
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
-		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive="+id+",serial="+id)
-	}
-	if len(vm.Ports) > 0 {
-		a = append(a, "-device", "virtio-serial-pci,id=ports")
-		for i, name := range vm.Ports {
-			id := fmt.Sprintf("port%d", i)
-			a = append(a,
-				"-chardev", "socket,id="+id+",path="+opt(PortSocket(vm, i))+",server=on,wait=off",
-				"-device", "virtserialport,bus=ports.0,chardev="+id+",name="+opt(name)+",id="+id+"-dev")
+		serial := id
+		if d.Serial != "" {
+			serial = opt(d.Serial)
 		}
+		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive="+id+",serial="+serial)
 	}
-	a = append(a, "-kernel", vm.Kernel)
+	if vm.Agent {
+		// One port carries the agent's multiplexed protocol (docs/harness.md).
+		a = append(a, "-device", "virtio-serial-pci,id=ports",
+			"-chardev", "socket,id=agent,path="+opt(AgentSocket(vm))+",server=on,wait=off",
+			"-device", "virtserialport,bus=ports.0,chardev=agent,name="+vmm.AgentPortName+",id=agent-dev")
+	}
+	a = append(a, "-kernel", bootKernel(vm))
 	if vm.Initrd != "" {
 		a = append(a, "-initrd", vm.Initrd)
 	}
 	params := MachineParams(vm.Arch)
+	if vm.Arch == vmm.X86_64 && vm.Accel == vmm.AccelTCG {
+		// Under TCG on a busy host the kernel's check that the IO-APIC
+		// timer ticks can time out and panic ("IO-APIC + timer doesn't
+		// work!"); the emulated timer is known good.
+		params = append(params, "no_timer_check")
+	}
 	if vm.GDBPort != 0 {
 		params = append(params, "nokaslr") // so gdb's symbols match the addresses
 	}
@@ -142,6 +154,24 @@ func Argv(vm *launcher.VM, qemuPath string) ([]string, error) {
 	return append(a, vm.QEMUArgs...), nil
 }
 
+// panicAction: a panic ends QEMU at once, unless its memory is to be
+// dumped first (--dump): then the guest is paused, dumped, and stopped.
+func panicAction(vm *vmm.VM) string {
+	if vm.DumpPath != "" {
+		return "panic=pause"
+	}
+	return "panic=exit-failure"
+}
+
 // opt escapes a value inside a QEMU key=value option list, where a comma
 // separates options and ",," stands for a literal comma.
 func opt(v string) string { return strings.ReplaceAll(v, ",", ",,") }
+
+// bootKernel is the file QEMU boots: what Resolve chose (VM.BootKernel), or
+// the image itself.
+func bootKernel(vm *vmm.VM) string {
+	if vm.BootKernel == "" || vm.KernelAsIs {
+		return vm.Kernel
+	}
+	return vm.BootKernel
+}

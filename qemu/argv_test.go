@@ -4,16 +4,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-func testVM() *launcher.VM {
-	return &launcher.VM{
-		Name: "sonix-run", Arch: launcher.X86_64, Accel: launcher.AccelTCG, CPUs: 2, MemoryMiB: 1024,
+func testVM() *vmm.VM {
+	return &vmm.VM{
+		Name: "sonix-run", Arch: vmm.X86_64, Accel: vmm.AccelTCG, CPUs: 2, MemoryMiB: 1024,
 		Kernel: "/s/k/bzImage", Initrd: "/s/i/initrd",
 		BootParams: []string{"init=/nix/store/t/init", "loglevel=4"},
 		UserParams: []string{"quiet", "sonix.test=x"},
-		Shares: []launcher.Share{
+		Shares: []vmm.Share{
 			{Tag: "store", HostDir: "/s", ReadOnly: true, Socket: "/run/r/fs0-store.sock"},
 			{Tag: "modules", HostDir: "/m", ReadOnly: true, Socket: "/run/r/fs1-modules.sock"},
 		},
@@ -44,19 +44,39 @@ func has(argv []string, arg string) bool {
 func TestArgv(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(vm *launcher.VM)
+		change func(vm *vmm.VM)
 		check  func(t *testing.T, argv []string)
 	}{
 		{"direct kernel boot", nil, func(t *testing.T, a []string) {
 			want := map[string]string{"-kernel": "/s/k/bzImage", "-initrd": "/s/i/initrd",
-				"-append": "init=/nix/store/t/init loglevel=4 console=ttyS0 panic=-1 quiet sonix.test=x"}
+				"-append": "init=/nix/store/t/init loglevel=4 console=ttyS0 panic=-1 no_timer_check quiet sonix.test=x"}
 			for flag, v := range want {
 				if got := pairs(a, flag); len(got) != 1 || got[0] != v {
 					t.Errorf("%s = %q, want %q", flag, got, v)
 				}
 			}
 		}},
-		{"no initrd", func(vm *launcher.VM) { vm.Initrd = "" }, func(t *testing.T, a []string) {
+		{"the kernel Resolve chose is booted", func(vm *vmm.VM) { vm.BootKernel = "/cache/kernels/abc-x1/vmlinux" }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-kernel"); len(got) != 1 || got[0] != "/cache/kernels/abc-x1/vmlinux" {
+				t.Errorf("-kernel = %q, want the cached vmlinux", got)
+			}
+		}},
+		{"KernelAsIs boots the image even with a BootKernel", func(vm *vmm.VM) {
+			vm.BootKernel, vm.KernelAsIs = "/cache/kernels/abc-x1/vmlinux", true
+		}, func(t *testing.T, a []string) {
+			if got := pairs(a, "-kernel"); len(got) != 1 || got[0] != "/s/k/bzImage" {
+				t.Errorf("-kernel = %q, want the image as given", got)
+			}
+		}},
+		{"a dry run's extracted kernel is a word of its own", func(vm *vmm.VM) { vm.BootKernel = vmm.ExtractedKernel }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-kernel"); len(got) != 1 || got[0] != vmm.ExtractedKernel {
+				t.Errorf("-kernel = %q, want %q", got, vmm.ExtractedKernel)
+			}
+			if got := pairs(a, "-append"); strings.Contains(got[0], "nokaslr") {
+				t.Errorf("PVH boot changed the command line: %q", got)
+			}
+		}},
+		{"no initrd", func(vm *vmm.VM) { vm.Initrd = "" }, func(t *testing.T, a []string) {
 			if has(a, "-initrd") {
 				t.Error("-initrd given without an initrd")
 			}
@@ -68,7 +88,7 @@ func TestArgv(t *testing.T) {
 				}
 			}
 		}},
-		{"shared memfd memory sized like -m", func(vm *launcher.VM) { vm.MemoryMiB = 3072 }, func(t *testing.T, a []string) {
+		{"shared memfd memory sized like -m", func(vm *vmm.VM) { vm.MemoryMiB = 3072 }, func(t *testing.T, a []string) {
 			if got := pairs(a, "-m"); len(got) != 1 || got[0] != "3072M" {
 				t.Errorf("-m = %q", got)
 			}
@@ -105,7 +125,7 @@ func TestArgv(t *testing.T) {
 				t.Error("no pvpanic device or panic action")
 			}
 		}},
-		{"commas in paths escaped", func(vm *launcher.VM) {
+		{"commas in paths escaped", func(vm *vmm.VM) {
 			vm.RunDir = "/tmp/a,b"
 			vm.Shares[0].Socket = "/tmp/a,b/fs0.sock"
 			vm.Shares[0].Tag = "st,ore"
@@ -125,17 +145,17 @@ func TestArgv(t *testing.T) {
 				t.Errorf("-cpu %q -machine %q", got, pairs(a, "-machine"))
 			}
 		}},
-		{"kvm uses -cpu host", func(vm *launcher.VM) { vm.Accel = launcher.AccelKVM }, func(t *testing.T, a []string) {
+		{"kvm uses -cpu host", func(vm *vmm.VM) { vm.Accel = vmm.AccelKVM }, func(t *testing.T, a []string) {
 			if got := pairs(a, "-cpu"); got[0] != "host" || !strings.Contains(pairs(a, "-machine")[0], "q35,accel=kvm") {
 				t.Errorf("-cpu %q -machine %q", got, pairs(a, "-machine"))
 			}
 		}},
-		{"cpus", func(vm *launcher.VM) { vm.CPUs = 4 }, func(t *testing.T, a []string) {
+		{"cpus", func(vm *vmm.VM) { vm.CPUs = 4 }, func(t *testing.T, a []string) {
 			if got := pairs(a, "-smp"); got[0] != "4" {
 				t.Errorf("-smp %q", got)
 			}
 		}},
-		{"aarch64 uses virt and ttyAMA0", func(vm *launcher.VM) { vm.Arch = launcher.AArch64 }, func(t *testing.T, a []string) {
+		{"aarch64 uses virt and ttyAMA0", func(vm *vmm.VM) { vm.Arch = vmm.AArch64 }, func(t *testing.T, a []string) {
 			if a[0] != "qemu" || !strings.HasPrefix(pairs(a, "-machine")[0], "virt,") {
 				t.Errorf("machine %q", pairs(a, "-machine"))
 			}
@@ -161,7 +181,7 @@ func TestArgv(t *testing.T) {
 
 func TestArgvRejects(t *testing.T) {
 	vm := testVM()
-	vm.Accel = launcher.AccelAuto
+	vm.Accel = vmm.AccelAuto
 	if _, err := Argv(vm, "qemu"); err == nil {
 		t.Error("an unresolved accelerator was accepted")
 	}
@@ -197,7 +217,7 @@ func TestArgvKernelDeveloperOptions(t *testing.T) {
 	if !has(a, "-S") {
 		t.Error("--gdb-wait did not add -S")
 	}
-	if !strings.Contains(pairs(a, "-append")[0], "panic=-1 nokaslr quiet") {
+	if !strings.Contains(pairs(a, "-append")[0], "panic=-1 no_timer_check nokaslr quiet") {
 		t.Errorf("nokaslr missing or misplaced: %q", pairs(a, "-append"))
 	}
 	if tail := a[len(a)-2:]; tail[0] != "-device" || tail[1] != "virtio-balloon-pci" {
@@ -211,8 +231,8 @@ func TestArgvKernelDeveloperOptions(t *testing.T) {
 
 func TestArgvDevices(t *testing.T) {
 	vm := testVM()
-	vm.Network = launcher.Network{Mode: launcher.NetUser, Forwards: []launcher.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}}
-	vm.Disks = []launcher.Disk{{Path: "/img/a,b.raw", Format: "raw"}, {Path: "/img/c.qcow2", Format: "qcow2", ReadOnly: true}}
+	vm.Network = vmm.Network{Mode: vmm.NetUser, Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 2222, GuestPort: 22}, {Proto: "udp", HostPort: 5353, GuestPort: 53}}}
+	vm.Disks = []vmm.Disk{{Path: "/img/a,b.raw", Format: "raw"}, {Path: "/img/c.qcow2", Format: "qcow2", ReadOnly: true}}
 	a, err := Argv(vm, "qemu")
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +250,7 @@ func TestArgvDevices(t *testing.T) {
 	if got := pairs(a, "-drive"); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("-drive %q, want %q", got, want)
 	}
-	vm.Network = launcher.Network{Mode: launcher.NetNone}
+	vm.Network = vmm.Network{Mode: vmm.NetNone}
 	if a, _ = Argv(vm, "qemu"); has(a, "-netdev") {
 		t.Error("--net none still has a NIC")
 	}

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,43 +15,51 @@ import (
 
 	"github.com/sonix-run/sonix-run/internal/proc"
 	"github.com/sonix-run/sonix-run/internal/sockwait"
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-func init() { launcher.RegisterBackend(Backend{}) }
+func init() { vmm.Register(Backend{}) }
 
 // Backend runs VMs under QEMU.
 type Backend struct{}
 
-func (Backend) Name() string        { return "qemu" }
-func (Backend) UsesVirtiofsd() bool { return true }
+func (Backend) Name() string { return "qemu" }
+
+// Features: QEMU does everything sonix-run offers except Rosetta.
+func (Backend) Features() vmm.Features {
+	return vmm.Features{ExternalVirtiofsd: true, CommandLine: true, GDB: true, Forwards: true,
+		Disks: true, Agent: true, RawQEMUArgs: true, NetNone: true, VLAN: true, Dump: true}
+}
 
 // qemuPath finds the emulator for vm's architecture on $PATH.
-func qemuPath(vm *launcher.VM) (string, error) {
+func qemuPath(vm *vmm.VM) (string, error) {
 	name, err := Binary(vm.Arch)
 	if err != nil {
 		return "", err
 	}
 	p, err := exec.LookPath(name)
 	if err != nil {
-		pkg := map[launcher.Arch]string{launcher.X86_64: "qemu-system-x86", launcher.AArch64: "qemu-system-arm"}[vm.Arch]
+		pkg := map[vmm.Arch]string{vmm.X86_64: "qemu-system-x86", vmm.AArch64: "qemu-system-arm"}[vm.Arch]
 		return "", fmt.Errorf("%s not found on $PATH: install QEMU (Debian/Ubuntu: `apt install %s`, Nix: `nixpkgs#qemu`)", name, pkg)
 	}
 	return p, nil
 }
 
-func (Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log io.Writer) error {
-	if vm.Rosetta {
-		return fmt.Errorf("--rosetta needs the vz backend (macOS on Apple silicon)")
+func (Backend) Resolve(ctx context.Context, vm *vmm.VM, mode vmm.Mode, log vmm.Log) error {
+	if vm.CPUs > maxCPUs[vm.Arch] {
+		return fmt.Errorf("--cpus %d: QEMU's %s machine takes at most %d", vm.CPUs, boards[vm.Arch].machine, maxCPUs[vm.Arch])
 	}
 	p, err := qemuPath(vm)
 	if err != nil {
 		return err
 	}
-	return resolveAccel(ctx, vm, p, dryRun, log)
+	if err := resolveAccel(ctx, vm, p, mode == vmm.DryRun, log); err != nil {
+		return err
+	}
+	return resolveKernel(ctx, vm, mode, log)
 }
 
-func (Backend) Command(vm *launcher.VM) ([]string, error) {
+func (Backend) Command(vm *vmm.VM) ([]string, error) {
 	p, err := qemuPath(vm)
 	if err != nil {
 		return nil, err
@@ -59,7 +68,7 @@ func (Backend) Command(vm *launcher.VM) ([]string, error) {
 }
 
 // Start starts QEMU and connects to its QMP socket.
-func (b Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Console, log io.Writer) (launcher.Machine, error) {
+func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log io.Writer) (vmm.Machine, error) {
 	argv, err := b.Command(vm)
 	if err != nil {
 		return nil, err
@@ -91,16 +100,23 @@ func (b Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Co
 		}
 		return nil, fmt.Errorf("connecting to QEMU's QMP socket: %v; %w", err, m.failure())
 	}
+	if vm.DumpPath != "" {
+		m.dumped = make(chan struct{})
+		go m.dumpOnPanic() // ends by the time QEMU has exited
+	}
 	go func() {
 		<-m.exited
 		m.mon.close() // returns once every event QEMU sent has been drained
+		if m.dumped != nil {
+			<-m.dumped
+		}
 		close(m.done)
 	}()
 	return m, nil
 }
 
 type machine struct {
-	vm      *launcher.VM
+	vm      *vmm.VM
 	cmd     *exec.Cmd
 	stderr  *proc.Tail
 	mon     *monitor
@@ -111,94 +127,144 @@ type machine struct {
 	stopOnce sync.Once
 	stopping bool // Stop was called: a host-side end is expected
 	mu       sync.Mutex
+
+	dumped  chan struct{} // with --dump: closed when dumpOnPanic has ended
+	dumpErr error
+}
+
+// dumpTimeout bounds writing a panicked guest's memory (about 1 GB/s).
+const dumpTimeout = 5 * time.Minute
+
+// dumpOnPanic waits for the guest to panic (QEMU pauses it: panic=pause),
+// writes its memory to vm.DumpPath as an ELF vmcore, then ends QEMU.
+func (m *machine) dumpOnPanic() {
+	defer close(m.dumped)
+	for {
+		events, closed, changed := m.mon.snapshot()
+		for _, e := range events {
+			if e.Event != "GUEST_PANICKED" {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), dumpTimeout)
+			_, err := m.mon.run(ctx, "dump-guest-memory", map[string]any{
+				"paging": false, "protocol": "file:" + m.vm.DumpPath, "format": "elf"})
+			cancel()
+			m.mu.Lock()
+			m.dumpErr = err
+			m.mu.Unlock()
+			qctx, qcancel := context.WithTimeout(context.Background(), quitGrace)
+			m.mon.run(qctx, "quit", nil)
+			qcancel()
+			return
+		}
+		if closed {
+			return
+		}
+		<-changed
+	}
+}
+
+// dumpError says why a --dump could not be written (nil: written, or no
+// dump asked for); called once the machine is done.
+func (m *machine) dumpError() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.dumpErr
 }
 
 func (m *machine) Done() <-chan struct{} { return m.done }
 
-// PortMark returns a position in the event stream for WaitPortOpen.
-func (m *machine) PortMark() int {
-	events, _, _ := m.mon.snapshot()
-	return len(events)
+// AgentConn connects to the agent port's socket. QEMU creates it before QMP
+// answers, so it is there; QEMU reads nothing from it until the guest opens
+// the port, so what the host sends first waits in the socket.
+func (m *machine) AgentConn(ctx context.Context) (io.ReadWriteCloser, error) {
+	if !m.vm.Agent {
+		return nil, fmt.Errorf("the VM has no agent port")
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", AgentSocket(m.vm))
 }
 
-// WaitPortOpen waits for the guest to open the named port after mark, as
-// told by QEMU's VSERPORT_CHANGE events.
-func (m *machine) WaitPortOpen(ctx context.Context, name string, mark int) error {
-	id := ""
-	for i, n := range m.vm.Ports {
-		if n == name {
-			id = fmt.Sprintf("port%d-dev", i)
-		}
+// AddForward adds a host port forward to the user network while the VM
+// runs (HMP's hostfwd_add: QMP has no command of its own for it).
+func (m *machine) AddForward(ctx context.Context, f vmm.Forward) error {
+	if m.vm.Network.Mode != vmm.NetUser {
+		return fmt.Errorf("forwarding %s needs --net user", f)
 	}
-	for {
-		events, closed, changed := m.mon.snapshot()
-		for _, e := range events[min(mark, len(events)):] {
-			if e.Event == "VSERPORT_CHANGE" && e.Data["id"] == id && e.Data["open"] == true {
-				return nil
-			}
-		}
-		if closed {
-			return fmt.Errorf("QEMU exited before the guest opened %s", name)
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	rule := fmt.Sprintf("hostfwd_add net0 %s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)
+	out, err := m.mon.run(ctx, "human-monitor-command", map[string]string{"command-line": rule})
+	if err != nil {
+		return err
 	}
-}
-
-// DialPort connects to a named virtio console port's socket. QEMU creates
-// it before QMP answers, so it is there; a port that the host closes and
-// dials again is seen by the guest as a hangup and a new connection.
-func (m *machine) DialPort(ctx context.Context, name string) (io.ReadWriteCloser, error) {
-	for i, n := range m.vm.Ports {
-		if n == name {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", PortSocket(m.vm, i))
-		}
+	// HMP reports failure as text in a successful reply.
+	var reply struct {
+		Return string `json:"return"`
 	}
-	return nil, fmt.Errorf("the VM has no port %q", name)
+	if json.Unmarshal(out, &reply) == nil && strings.TrimSpace(reply.Return) != "" {
+		return fmt.Errorf("forwarding %s: %s", f, strings.TrimSpace(reply.Return))
+	}
+	return nil
 }
 
 func (m *machine) Shutdown(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
 	defer cancel()
 	_, err := m.mon.run(ctx, "system_powerdown", nil)
 	return err
 }
 
-// Stop asks QEMU to quit, then kills it if it does not.
-func (m *machine) Stop() error {
+// Stop asks QEMU to quit, then kills it if it has not exited within
+// quitGrace. It returns once QEMU has exited and its last events are in, or
+// when ctx ends first.
+func (m *machine) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
 		m.mu.Lock()
 		m.stopping = true
 		m.mu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		m.mon.run(ctx, "quit", nil) // errors are expected: QEMU may be gone
-		select {
-		case <-m.exited:
-		case <-time.After(3 * time.Second):
-			m.kill()
-		}
+		go func() { // owned: it ends when QEMU has exited, which the kill guarantees
+			qctx, cancel := context.WithTimeout(context.Background(), quitGrace)
+			defer cancel()
+			m.mon.run(qctx, "quit", nil) // errors are expected: QEMU may be gone
+			t := time.NewTimer(quitGrace)
+			defer t.Stop()
+			select {
+			case <-m.exited:
+			case <-t.C:
+				m.kill()
+			}
+		}()
 	})
-	<-m.done
-	return nil
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("QEMU (pid %d) has not exited after being stopped: %w", m.cmd.Process.Pid, ctx.Err())
+	}
 }
+
+// quitGrace is how long QEMU may take to quit when asked before it is killed.
+const quitGrace = 2 * time.Second
 
 func (m *machine) kill() { m.cmd.Process.Signal(syscall.SIGKILL) }
 
+// qmpTimeout bounds a QMP command: QEMU answers at once unless it is wedged.
+const qmpTimeout = 5 * time.Second
+
+// maxCPUs is what QEMU 7.2's machines accept.
+var maxCPUs = map[vmm.Arch]int{vmm.X86_64: 255, vmm.AArch64: 255}
+
 // Outcome reads how the VM ended from QMP events, not from console text:
 // GUEST_PANICKED for a panic, SHUTDOWN's reason for the rest.
-func (m *machine) Outcome() launcher.Outcome {
+func (m *machine) Outcome() vmm.Outcome {
 	<-m.done
 	events, _, _ := m.mon.snapshot()
 	reason := ""
 	for _, e := range events {
 		switch e.Event {
 		case "GUEST_PANICKED":
-			return launcher.Outcome{Ending: launcher.Panicked}
+			return vmm.Outcome{Ending: vmm.Panicked, DumpErr: m.dumpError()}
 		case "SHUTDOWN":
 			if reason == "" {
 				reason, _ = e.Data["reason"].(string)
@@ -207,19 +273,19 @@ func (m *machine) Outcome() launcher.Outcome {
 	}
 	switch reason {
 	case "guest-shutdown":
-		return launcher.Outcome{Ending: launcher.PoweredOff}
+		return vmm.Outcome{Ending: vmm.PoweredOff}
 	case "guest-reset":
-		return launcher.Outcome{Ending: launcher.Reset}
+		return vmm.Outcome{Ending: vmm.Reset}
 	case "guest-panic":
-		return launcher.Outcome{Ending: launcher.Panicked}
+		return vmm.Outcome{Ending: vmm.Panicked, DumpErr: m.dumpError()}
 	}
 	m.mu.Lock()
 	stopping := m.stopping
 	m.mu.Unlock()
 	if stopping {
-		return launcher.Outcome{Ending: launcher.Stopped}
+		return vmm.Outcome{Ending: vmm.Stopped}
 	}
-	return launcher.Outcome{Ending: launcher.Failed, Err: m.failure()}
+	return vmm.Outcome{Ending: vmm.Failed, Err: m.failure()}
 }
 
 // failure describes an unexpected exit of QEMU with the tail of its stderr.

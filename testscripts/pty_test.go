@@ -140,3 +140,100 @@ func (s *screen) waitFor(t *testing.T, re *regexp.Regexp, d time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestShellAndExecOnPty: `sonix-run shell NAME` gives a login shell on a
+// real terminal: it answers a typed command, sees the terminal's size and
+// its changes, Ctrl-C reaches the guest's process (not sonix-run), and
+// exiting the shell returns its status with the terminal restored. The VM
+// itself runs in the background, started with --name.
+func TestShellAndExecOnPty(t *testing.T) {
+	sys := testsystem.ForTest(t, "x86_64")
+	work := t.TempDir()
+	runtime := filepath.Join(work, "xdg-runtime")
+	os.Mkdir(runtime, 0o700)
+	env := append(os.Environ(), "XDG_RUNTIME_DIR="+runtime)
+	bin := filepath.Join(binDir, "sonix-run")
+
+	var vmOut screen
+	vm := exec.Command(bin, "--accel", "tcg", "--store", sys.StoreDir, "--name", "ptyvm", "--stop-timeout", "5s", filepath.Join(sys.Dir, "result"))
+	vm.Env, vm.Stdout, vm.Stderr = env, &vmOut, &vmOut
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	vmDone := make(chan error, 1)
+	go func() { vmDone <- vm.Wait() }()
+	t.Cleanup(func() {
+		vm.Process.Kill()
+		select { // already read when the test saw the VM end
+		case <-vmDone:
+		case <-time.After(30 * time.Second):
+		}
+	})
+	vmOut.waitFor(t, regexp.MustCompile(`sonix-test: starting the agent`), 3*time.Minute)
+
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 31, Cols: 97}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	shell := exec.Command(bin, "shell", "ptyvm")
+	shell.Env = env
+	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty
+	shell.SysProcAttr = &unix.SysProcAttr{Setsid: true, Setctty: true}
+	if err := shell.Start(); err != nil {
+		t.Fatal(err)
+	}
+	shellDone := make(chan error, 1)
+	go func() { shellDone <- shell.Wait() }()
+	var scr screen
+	go io.Copy(&scr, ptmx)
+
+	ptmx.Write([]byte("echo shell-$((6*7)); stty size\r"))
+	scr.waitFor(t, regexp.MustCompile(`shell-42\r?\n31 97`), time.Minute)
+	pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 120}) // the terminal is resized
+	ptmx.Write([]byte("sleep 0.5; stty size\r"))
+	scr.waitFor(t, regexp.MustCompile(`\n40 120`), time.Minute)
+	// Ctrl-C ends the guest's foreground process; the shell goes on.
+	ptmx.Write([]byte("sleep 1000\r"))
+	time.Sleep(500 * time.Millisecond) // let the guest's shell start sleep: there is no event to wait on
+	ptmx.Write([]byte{0x03})
+	ptmx.Write([]byte("echo after-$((1+1))\r"))
+	scr.waitFor(t, regexp.MustCompile(`after-2`), time.Minute)
+	ptmx.Write([]byte("exit 3\r"))
+	select {
+	case err := <-shellDone:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+			t.Errorf("sonix-run shell: %v, want status 3; screen:\n%s", err, scr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("sonix-run shell did not end; screen:\n%s", scr.String())
+	}
+	after, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("terminal modes not restored:\nbefore %+v\nafter  %+v", before, after)
+	}
+
+	// The VM stops on `sonix-run stop`, leaving nothing.
+	stop := exec.Command(bin, "stop", "ptyvm")
+	stop.Env = env
+	if out, err := stop.CombinedOutput(); err != nil {
+		t.Errorf("sonix-run stop: %v: %s", err, out)
+	}
+	select {
+	case err := <-vmDone:
+		if err != nil {
+			t.Errorf("the VM's run: %v\n%s", err, vmOut.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the VM did not end after sonix-run stop")
+	}
+	if entries, _ := os.ReadDir(runtime); len(entries) > 0 {
+		t.Errorf("run directory left behind: %s", entries[0].Name())
+	}
+}

@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // other users run it too (nonroot.txtar)
 	build := exec.Command("go", "build", "-o", filepath.Join(dir, "sonix-run"), "../cmd/sonix-run")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
@@ -96,6 +97,7 @@ func TestScripts(t *testing.T) {
 			"reap":       cmdReap,
 			"killfsd":    cmdKillfsd,
 			"httpget":    cmdHttpget,
+			"waitfile":   cmdWaitfile,
 		},
 	})
 }
@@ -181,9 +183,27 @@ func cmdNoleaks(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	entries, err := os.ReadDir(ts.Getenv("XDG_RUNTIME_DIR"))
+	runtime := ts.Getenv("XDG_RUNTIME_DIR")
+	entries, err := os.ReadDir(runtime)
 	ts.Check(err)
 	for _, e := range entries {
+		if e.Name() == "sonix-run-vlan" {
+			// The LANs' directory stays; each switch leaves it (empty)
+			// within its grace after its last VM.
+			lans := filepath.Join(runtime, e.Name())
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				left, _ := os.ReadDir(lans)
+				if len(left) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					ts.Fatalf("virtual LAN files left behind: %s/%s", lans, left[0].Name())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			continue
+		}
 		ts.Fatalf("run directory left behind: %s", e.Name())
 	}
 	locks, _ := filepath.Glob(filepath.Join("/run/virtiofsd", strings.ReplaceAll(work+"/", "/", ".")+"*"))
@@ -264,7 +284,7 @@ func cmdSpawn(ts *testscript.TestScript, neg bool, args []string) {
 
 func scriptEnv(ts *testscript.TestScript) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "WORK"} {
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "WORK", "SONIX_VIRTIOFSD", "SONIX_APPEND"} {
 		env = append(env, k+"="+ts.Getenv(k))
 	}
 	return env
@@ -383,5 +403,23 @@ func cmdHttpget(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	if !regexp.MustCompile(args[1]).Match(body) {
 		ts.Fatalf("GET %s: %s: body %q does not match %q", args[0], resp.Status, body, args[1])
+	}
+}
+
+// waitfile PATH waits (up to 3 minutes) until PATH exists.
+func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: waitfile PATH")
+	}
+	p := ts.MkAbs(args[0])
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("%s did not appear in time", args[0])
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

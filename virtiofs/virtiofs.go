@@ -1,6 +1,11 @@
 // Package virtiofs finds, starts, waits for and stops virtiofsd, the daemon
 // that serves a host directory to a QEMU guest over vhost-user. Nothing else
 // in sonix-run spawns it.
+//
+// A share marked read-only is read-only on the host, whatever the guest
+// does (a root guest can remount its side read-write): the Rust daemon gets
+// --readonly; a daemon without it runs, as root, over a read-only bind
+// mount that exists only in its own mount namespace (see Args).
 package virtiofs
 
 import (
@@ -54,9 +59,14 @@ const EnvVar = "SONIX_VIRTIOFSD"
 // ErrNotFound means no virtiofsd binary was found.
 var ErrNotFound = errors.New("virtiofsd not found")
 
-// Find locates virtiofsd ($SONIX_VIRTIOFSD, then $PATH, then SearchPaths) and
-// asks it what it is.
+// Find locates virtiofsd ($SONIX_VIRTIOFSD, then $PATH, then SearchPaths)
+// and tells what it is. What a binary is is remembered in the user's cache
+// directory, so its --help runs again only when the binary changes.
 func Find(ctx context.Context) (*Daemon, error) {
+	return find(ctx, flavourCacheFile())
+}
+
+func find(ctx context.Context, cacheFile string) (*Daemon, error) {
 	var candidates []string
 	if p := os.Getenv(EnvVar); p != "" {
 		candidates = []string{p}
@@ -73,7 +83,18 @@ func Find(ctx context.Context) (*Daemon, error) {
 			}
 			continue
 		}
-		return Inspect(ctx, p)
+		if abs, err := filepath.Abs(p); err == nil {
+			p = abs // a --dry-run script may run elsewhere
+		}
+		if d, ok := cachedDaemon(cacheFile, p); ok {
+			return d, nil
+		}
+		d, err := Inspect(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		rememberDaemon(cacheFile, d)
+		return d, nil
 	}
 	return nil, fmt.Errorf("%w (looked in $PATH and %s); install it: Debian 13+/Ubuntu 24.04+ `apt install virtiofsd`, Fedora `dnf install virtiofsd`, Nix `nix profile install nixpkgs#virtiofsd`; or name it with $%s",
 		ErrNotFound, strings.Join(SearchPaths, ", "), EnvVar)
@@ -95,7 +116,12 @@ func Inspect(ctx context.Context, path string) (*Daemon, error) {
 	return d, nil
 }
 
-// Detect tells the flavour from a binary's --help text.
+// legacyNotRoot is how the C daemon answers anything, --help included, when
+// run by a user who has supplementary groups but is not root: it drops them
+// before it even reads its arguments, and only root may.
+const legacyNotRoot = "setgroups() failed"
+
+// Detect tells the flavour from a binary's --help output.
 func Detect(path, help string) (*Daemon, error) {
 	d := &Daemon{Path: path}
 	switch {
@@ -103,7 +129,7 @@ func Detect(path, help string) (*Daemon, error) {
 		d.Flavour = Rust
 		d.ReadOnly = strings.Contains(help, "--readonly")
 		d.InodeFileHandles = strings.Contains(help, "--inode-file-handles")
-	case strings.Contains(help, "-o source="):
+	case strings.Contains(help, "-o source="), strings.Contains(help, legacyNotRoot):
 		d.Flavour = Legacy
 	default:
 		return nil, fmt.Errorf("%s does not look like virtiofsd (its --help mentions neither --shared-dir nor -o source=)", path)
@@ -114,51 +140,27 @@ func Detect(path, help string) (*Daemon, error) {
 // Share is one directory to serve.
 type Share struct {
 	Name     string // for messages: the guest tag
-	Dir      string
-	Socket   string
+	Dir      string // absolute
+	Socket   string // absolute; its directory is the run's, private to it
 	ReadOnly bool
 	Cache    string // "always" or "auto"
 }
 
+func (s Share) String() string { return fmt.Sprintf("share %q (%s)", s.Name, s.Dir) }
+
 // ErrNeedsRoot is returned for the legacy daemon when not running as root.
 var ErrNeedsRoot = errors.New("the legacy C virtiofsd needs root")
 
-// Args returns the command line that serves s. asRoot picks the sandbox:
-// chroot needs root; unprivileged, the Rust daemon runs without a sandbox
-// (its namespace sandbox would map every file's owner to nobody).
-func (d *Daemon) Args(s Share, asRoot bool) ([]string, error) {
-	cache := s.Cache
-	if cache == "" {
-		cache = "auto"
-	}
-	switch d.Flavour {
-	case Rust:
-		args := []string{d.Path, "--socket-path=" + s.Socket, "--shared-dir=" + s.Dir, "--cache=" + cache}
-		if asRoot {
-			args = append(args, "--sandbox=chroot")
-		} else {
-			args = append(args, "--sandbox=none")
-		}
-		if s.ReadOnly && d.ReadOnly {
-			args = append(args, "--readonly")
-		}
-		if d.InodeFileHandles {
-			args = append(args, "--inode-file-handles=prefer")
-		}
-		return args, nil
-	case Legacy:
-		if !asRoot {
-			return nil, fmt.Errorf("%w (%s); run sonix-run as root or install the Rust virtiofsd: Debian 13+/Ubuntu 24.04+ `apt install virtiofsd`, Nix `nixpkgs#virtiofsd`, then point $%s at it if it is not found",
-				ErrNeedsRoot, d.Path, EnvVar)
-		}
-		// No read-only option exists here; the guest mounts the share read-only.
-		return []string{d.Path, "--socket-path=" + s.Socket, "-o", "source=" + s.Dir, "-o", "cache=" + cache, "-o", "sandbox=chroot"}, nil
-	}
-	return nil, fmt.Errorf("%s: unknown virtiofsd flavour", d.Path)
-}
+// ErrNoReadOnly is returned for a read-only share that the daemon cannot
+// keep read-only: a Rust daemon older than 1.13 (no --readonly) run by a
+// user who is not root (who cannot make a read-only bind mount for it).
+var ErrNoReadOnly = errors.New("this virtiofsd cannot serve a share read-only")
 
-// Leftovers are files the daemon serving s leaves behind when it exits, for
-// a caller that runs it by hand (sonix-run's own Stop removes them).
+// Leftovers are the files outside the socket's directory that the daemon
+// serving s leaves behind when it exits, for a caller that runs it by hand
+// (sonix-run's own Stop removes them). Whatever else it leaves (its socket,
+// the Rust daemon's lock file, the mount point of a read-only bind) lies in
+// the socket's directory, the run's, which the caller removes.
 func (d *Daemon) Leftovers(s Share) []string {
 	if d.Flavour == Legacy {
 		return []string{legacyPidFile(s.Socket)}
@@ -166,10 +168,33 @@ func (d *Daemon) Leftovers(s Share) []string {
 	return nil
 }
 
-// legacyPidFile is where the C daemon, run as root, keeps a lock file that it
-// never removes: /run/virtiofsd/ plus the socket path with '/' turned to '.'.
+// legacyLockDir is where the legacy daemon, run as root, keeps a lock file
+// per socket that it never removes.
+var legacyLockDir = "/run/virtiofsd" // a variable for tests
+
+// legacyPidFile is the legacy daemon's lock file for socket: the socket path
+// with '/' turned to '.', plus ".pid".
 func legacyPidFile(socket string) string {
-	return filepath.Join("/run/virtiofsd", strings.ReplaceAll(socket, "/", ".")+".pid")
+	return filepath.Join(legacyLockDir, strings.ReplaceAll(socket, "/", ".")+".pid")
+}
+
+// StaleFiles lists the files, outside runDir, that daemons of a run whose
+// sockets were in runDir left behind when they were killed (the legacy
+// daemon's lock files). Call it for a run that is known to be dead, before
+// removing runDir: the names are found from the sockets still in it.
+func StaleFiles(runDir string) []string {
+	entries, err := os.ReadDir(runDir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		lock := legacyPidFile(filepath.Join(runDir, e.Name()))
+		if st, err := os.Lstat(lock); err == nil && st.Mode().IsRegular() {
+			out = append(out, lock)
+		}
+	}
+	return out
 }
 
 func firstLine(s string) string {

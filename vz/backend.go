@@ -3,9 +3,8 @@ package vz
 import (
 	"context"
 	"fmt"
-	"io"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // Backend runs VMs on Virtualization.framework, inside the sonix-run process.
@@ -18,36 +17,32 @@ type Backend struct {
 
 func (Backend) Name() string { return "vz" }
 
-// UsesVirtiofsd is false: virtio-fs is built into the framework.
-func (Backend) UsesVirtiofsd() bool { return false }
+// Features: virtio-fs is built into the framework (no virtiofsd), the VM
+// runs in-process (no command line), the agent port is a named virtio
+// console port, --net none leaves the VM without a network card, and disks
+// (--disk, --state) are raw images on virtio block devices.
+func (Backend) Features() vmm.Features {
+	return vmm.Features{Rosetta: true, Agent: true, NetNone: true, Disks: true}
+}
 
-// Command returns nil: the VM runs in-process, there is no command line.
-func (Backend) Command(vm *launcher.VM) ([]string, error) { return nil, nil }
+// Command is never called: Features.CommandLine is false.
+func (Backend) Command(vm *vmm.VM) ([]string, error) {
+	return nil, fmt.Errorf("the vz backend runs the VM inside sonix-run; there is no command line")
+}
 
 // Resolve checks that the plan can be made, without writing anything.
-func (b Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log io.Writer) error {
-	switch {
-	case vm.GDBPort != 0:
-		return fmt.Errorf("--gdb: Virtualization.framework has no gdb stub; use --backend qemu")
-	case len(vm.QEMUArgs) > 0:
-		return fmt.Errorf("--qemu-arg needs --backend qemu")
-	case len(vm.Network.Forwards) > 0:
-		return fmt.Errorf("--forward: the vz backend's NAT network does not forward ports yet; use --backend qemu")
-	case len(vm.Ports) > 0:
-		return fmt.Errorf("--run and the Go harness need the agent's console ports, which the vz backend does not provide yet (docs/harness.md); use --backend qemu")
-	case len(vm.Disks) > 0:
-		return fmt.Errorf("--disk: the vz backend does not attach disks yet; use --backend qemu")
-	}
+func (b Backend) Resolve(ctx context.Context, vm *vmm.VM, mode vmm.Mode, log vmm.Log) error {
+	dryRun := mode == vmm.DryRun
 	p, err := NewPlan(vm, b.options(vm))
 	if err != nil {
 		return err
 	}
 	if log != nil {
 		if p.KernelFormat.Compressed() {
-			fmt.Fprintf(log, "sonix-run: %s is compressed (%s); it is decompressed into the run directory for Virtualization.framework\n", p.KernelSource, p.KernelFormat)
+			log.Notice("sonix-run: %s is compressed (%s); it is decompressed into the run directory for Virtualization.framework", p.KernelSource, p.KernelFormat)
 		}
 		if dryRun {
-			fmt.Fprintf(log, "sonix-run: the vz backend runs the VM inside sonix-run (Virtualization.framework); there is no VM command to print\n")
+			log.Notice("sonix-run: the vz backend runs the VM inside sonix-run (Virtualization.framework); there is no VM command to print")
 		}
 	}
 	return nil
@@ -55,7 +50,7 @@ func (b Backend) Resolve(ctx context.Context, vm *launcher.VM, dryRun bool, log 
 
 // options are b.Options with vm's requests (--rosetta) and the host's
 // limits filled in where the build can ask the framework for them.
-func (b Backend) options(vm *launcher.VM) Options {
+func (b Backend) options(vm *vmm.VM) Options {
 	o := b.Options
 	o.Rosetta = o.Rosetta || vm.Rosetta
 	if o.Limits == (Limits{}) {

@@ -5,7 +5,7 @@ import (
 	"io"
 	"sync"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // Virtualization.framework tells a host only that the guest stopped the
@@ -18,12 +18,12 @@ import (
 // without any of them a guest-made stop counts as a poweroff.
 var endingMarks = []struct {
 	text   []byte
-	ending launcher.Ending
+	ending vmm.Ending
 }{
-	{[]byte("Kernel panic - not syncing"), launcher.Panicked},
-	{[]byte("reboot: Restarting system"), launcher.Reset},
-	{[]byte("reboot: Power down"), launcher.PoweredOff},
-	{[]byte("reboot: System halted"), launcher.PoweredOff},
+	{[]byte("Kernel panic - not syncing"), vmm.Panicked},
+	{[]byte("reboot: Restarting system"), vmm.Reset},
+	{[]byte("reboot: Power down"), vmm.PoweredOff},
+	{[]byte("reboot: System halted"), vmm.PoweredOff},
 }
 
 // maxLine bounds the partial line kept between writes; the marks are at
@@ -35,7 +35,7 @@ const maxLine = 1024
 type endingWatcher struct {
 	mu     sync.Mutex
 	line   []byte
-	ending launcher.Ending // 0 until a mark is seen
+	ending vmm.Ending // 0 until a mark is seen
 }
 
 func (w *endingWatcher) Write(p []byte) (int, error) {
@@ -62,7 +62,7 @@ func (w *endingWatcher) Write(p []byte) (int, error) {
 func (w *endingWatcher) scan(line []byte) {
 	for _, m := range endingMarks {
 		if bytes.Contains(line, m.text) {
-			if w.ending != launcher.Panicked {
+			if w.ending != vmm.Panicked {
 				w.ending = m.ending
 			}
 			return
@@ -72,7 +72,7 @@ func (w *endingWatcher) scan(line []byte) {
 
 // Ending is how the console says the guest ended, 0 when it did not say.
 // It also considers an unfinished last line.
-func (w *endingWatcher) Ending() launcher.Ending {
+func (w *endingWatcher) Ending() vmm.Ending {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.line) > 0 {

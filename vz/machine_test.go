@@ -5,31 +5,32 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 func TestEndingWatcher(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		writes []string
-		want   launcher.Ending
+		want   vmm.Ending
 	}{
 		{"silent", []string{"Welcome to NixOS\r\n"}, 0},
-		{"poweroff", []string{"[  OK  ] Reached target Power-Off.\r\n", "[   12.5] reboot: Power down\r\n"}, launcher.PoweredOff},
-		{"halt", []string{"[    3.1] reboot: System halted\n"}, launcher.PoweredOff},
-		{"reboot", []string{"[    3.1] reboot: Restarting system\r\n"}, launcher.Reset},
-		{"panic", []string{"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n"}, launcher.Panicked},
-		{"mark split across writes", []string{"[ 1.0] Kernel pa", "nic - not sync", "ing: Attempted to kill init!\r\n"}, launcher.Panicked},
-		{"panic sticks", []string{"Kernel panic - not syncing: x\n", "reboot: Power down\n"}, launcher.Panicked},
-		{"latest end wins", []string{"reboot: Restarting system\n", "reboot: Power down\n"}, launcher.PoweredOff},
-		{"unfinished last line", []string{"[ 9.9] reboot: Power down"}, launcher.PoweredOff},
-		{"many lines in one write", []string{"a\nb\nreboot: Restarting system\nc\n"}, launcher.Reset},
-		{"long line is bounded", []string{strings.Repeat("x", 10*maxLine), "reboot: Power down\n"}, launcher.PoweredOff},
+		{"poweroff", []string{"[  OK  ] Reached target Power-Off.\r\n", "[   12.5] reboot: Power down\r\n"}, vmm.PoweredOff},
+		{"halt", []string{"[    3.1] reboot: System halted\n"}, vmm.PoweredOff},
+		{"reboot", []string{"[    3.1] reboot: Restarting system\r\n"}, vmm.Reset},
+		{"panic", []string{"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n"}, vmm.Panicked},
+		{"mark split across writes", []string{"[ 1.0] Kernel pa", "nic - not sync", "ing: Attempted to kill init!\r\n"}, vmm.Panicked},
+		{"panic sticks", []string{"Kernel panic - not syncing: x\n", "reboot: Power down\n"}, vmm.Panicked},
+		{"latest end wins", []string{"reboot: Restarting system\n", "reboot: Power down\n"}, vmm.PoweredOff},
+		{"unfinished last line", []string{"[ 9.9] reboot: Power down"}, vmm.PoweredOff},
+		{"many lines in one write", []string{"a\nb\nreboot: Restarting system\nc\n"}, vmm.Reset},
+		{"long line is bounded", []string{strings.Repeat("x", 10*maxLine), "reboot: Power down\n"}, vmm.PoweredOff},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &endingWatcher{}
@@ -56,14 +57,14 @@ func TestCopyConsole(t *testing.T) {
 	var out bytes.Buffer
 	w := &endingWatcher{}
 	copyConsole(&out, strings.NewReader("boot\r\nreboot: Power down\r\n"), w)
-	if out.String() != "boot\r\nreboot: Power down\r\n" || w.Ending() != launcher.PoweredOff {
+	if out.String() != "boot\r\nreboot: Power down\r\n" || w.Ending() != vmm.PoweredOff {
 		t.Errorf("copied %q, ending %v", out.String(), w.Ending())
 	}
 	// A failing destination does not stop the reading: the guest must not
 	// block on its console.
 	w = &endingWatcher{}
 	copyConsole(failingWriter{}, strings.NewReader("x\nKernel panic - not syncing: y\n"), w)
-	if w.Ending() != launcher.Panicked {
+	if w.Ending() != vmm.Panicked {
 		t.Errorf("ending %v after a failing destination", w.Ending())
 	}
 }
@@ -78,9 +79,17 @@ type fakeVM struct {
 	requestStopErr error
 	canStop        bool
 	stopErr        error
-	requested      int
-	stops          int
-	powerOffOnReq  bool
+	// stoppedAnyway: the stop fails, but the guest's own poweroff ends the
+	// VM at the same time.
+	stoppedAnyway bool
+	// stopBlocks, when not nil, holds Stop until it is closed, as a
+	// framework that does not answer.
+	stopBlocks chan struct{}
+	// silentStop: Stop succeeds but the state change never comes.
+	silentStop    bool
+	requested     int
+	stops         int
+	powerOffOnReq bool
 }
 
 const (
@@ -120,13 +129,21 @@ func (f *fakeVM) RequestStop() (bool, error) {
 
 func (f *fakeVM) Stop() error {
 	f.mu.Lock()
+	block := f.stopBlocks
+	f.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stops++
-	if f.stopErr == nil {
+	if (f.stopErr == nil && !f.silentStop) || f.stoppedAnyway {
 		f.states <- fakeStopped
 	}
 	return f.stopErr
 }
+
+func (f *fakeVM) stopCount() int { f.mu.Lock(); defer f.mu.Unlock(); return f.stops }
 
 type closeRecorder struct {
 	name string
@@ -141,26 +158,66 @@ func (c closeRecorder) Close() error {
 	return nil
 }
 
-// startFake wires a machine as the darwin adapter does: console output
-// through a pipe the "framework" writes, files released after the end.
-func startFake(t *testing.T, f *fakeVM) (*machine, io.Writer, *bytes.Buffer, func() []string) {
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+// shortConsoleWaits makes the console's bounds short for a test.
+func shortConsoleWaits(t *testing.T) {
 	t.Helper()
+	q, d := consoleQuiet, consoleDrainWait
+	consoleQuiet, consoleDrainWait = 50*time.Millisecond, 500*time.Millisecond
+	t.Cleanup(func() { consoleQuiet, consoleDrainWait = q, d })
+}
+
+// fakeRun is a machine wired as the darwin adapter wires one: console
+// output through a real pipe the "framework" writes, files released after
+// the end.
+type fakeRun struct {
+	m       *machine
+	console *os.File // the framework's write end of the console pipe
+	out     *bytes.Buffer
+	closed  func() []string
+}
+
+// startFake starts a machine on f. With frameworkKeepsCopy the framework
+// keeps its own copy of the console pipe's write end open after the VM has
+// ended, so the copy never sees end-of-file.
+func startFake(t *testing.T, f *fakeVM, frameworkKeepsCopy bool) *fakeRun {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
 	m := newMachine(f)
-	r, w := io.Pipe()
-	var out bytes.Buffer
-	copyDone := make(chan struct{})
-	go func() {
-		defer close(copyDone)
-		copyConsole(&out, r, m.watcher)
-	}()
+	out := &bytes.Buffer{}
+	var ours io.Closer = w
+	if frameworkKeepsCopy {
+		ours = nopCloser{}
+	}
+	m.console = startConsoleCopy(out, r, ours, m.watcher)
 	var mu sync.Mutex
 	var closed []string
-	m.vzOut = w
-	m.copyDone = copyDone
 	m.release = []io.Closer{closeRecorder{"in", &closed, &mu}, closeRecorder{"out", &closed, &mu}}
 	go watchStates(m, f.states, fakeState)
 	f.states <- fakeRunning
-	return m, w, &out, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), closed...) }
+	t.Cleanup(func() {
+		// Every goroutine the machine started has ended: the state watcher
+		// and the console copy with done, the stop call with stopReturned.
+		waitDone(t, m)
+		m.mu.Lock()
+		stopCalled := m.stopped
+		m.mu.Unlock()
+		if stopCalled {
+			select {
+			case <-m.stopReturned:
+			case <-time.After(5 * time.Second):
+				t.Error("the framework's stop call never returned")
+			}
+		}
+	})
+	return &fakeRun{m: m, console: w, out: out, closed: func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), closed...) }}
 }
 
 func waitDone(t *testing.T, m *machine) {
@@ -174,82 +231,204 @@ func waitDone(t *testing.T, m *machine) {
 
 func TestMachineGuestPowerOff(t *testing.T) {
 	f := newFakeVM()
-	m, console, out, closed := startFake(t, f)
-	io.WriteString(console, "[ 5.0] reboot: Power down\r\n")
+	r := startFake(t, f, false)
+	io.WriteString(r.console, "[ 5.0] reboot: Power down\r\n")
 	f.states <- fakeStopped
-	waitDone(t, m)
-	if got := m.Outcome(); got != (launcher.Outcome{Ending: launcher.PoweredOff}) {
+	waitDone(t, r.m)
+	if got := r.m.Outcome(); got != (vmm.Outcome{Ending: vmm.PoweredOff}) {
 		t.Errorf("outcome %+v", got)
 	}
-	if out.String() != "[ 5.0] reboot: Power down\r\n" {
-		t.Errorf("console %q: output written before the end must all arrive", out.String())
+	if r.out.String() != "[ 5.0] reboot: Power down\r\n" {
+		t.Errorf("console %q: output written before the end must all arrive", r.out.String())
 	}
-	if got := closed(); strings.Join(got, ",") != "in,out" {
+	if got := r.closed(); strings.Join(got, ",") != "in,out" {
 		t.Errorf("released %v", got)
 	}
-	if err := m.Stop(); err != nil || f.stops != 0 {
-		t.Errorf("Stop after the end: %v, %d framework stops", err, f.stops)
+	if err := r.m.Stop(context.Background()); err != nil || f.stopCount() != 0 {
+		t.Errorf("Stop after the end: %v, %d framework stops", err, f.stopCount())
 	}
-	if err := m.Shutdown(context.Background()); err != nil || f.requested != 0 {
+	if err := r.m.Shutdown(context.Background()); err != nil || f.requested != 0 {
 		t.Errorf("Shutdown after the end: %v", err)
+	}
+}
+
+// The framework's VM service may keep a copy of the console pipe's write
+// end: the run still ends, with the output written before the stop, within
+// the console's bound.
+func TestMachineEndsWithoutConsoleEOF(t *testing.T) {
+	shortConsoleWaits(t)
+	f := newFakeVM()
+	r := startFake(t, f, true)
+	io.WriteString(r.console, "sonix-test: last words\n[ 5.0] reboot: Power down\r\n")
+	start := time.Now()
+	f.states <- fakeStopped
+	waitDone(t, r.m)
+	if took := time.Since(start); took > consoleDrainWait+2*consoleQuiet+time.Second {
+		t.Errorf("the end took %v", took)
+	}
+	if got := r.m.Outcome(); got != (vmm.Outcome{Ending: vmm.PoweredOff}) {
+		t.Errorf("outcome %+v", got)
+	}
+	if want := "sonix-test: last words\n[ 5.0] reboot: Power down\r\n"; r.out.String() != want {
+		t.Errorf("console %q, want %q", r.out.String(), want)
+	}
+	if len(r.closed()) != 2 {
+		t.Errorf("released %v", r.closed())
+	}
+}
+
+// A framework that keeps writing after the stopped state (never quiet, never
+// closing) is cut at consoleDrainWait.
+func TestConsoleEndBoundedUnderEndlessOutput(t *testing.T) {
+	shortConsoleWaits(t)
+	consoleQuiet = time.Minute // only the limit may cut: a busy test machine can starve the writer
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	w := &endingWatcher{}
+	c := startConsoleCopy(io.Discard, pr, nopCloser{}, w)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		line := []byte("still talking\n")
+		for {
+			if _, err := pw.Write(line); err != nil {
+				return // the read end is closed below
+			}
+		}
+	}()
+	start := time.Now()
+	if !c.end() {
+		t.Error("the copy did not end")
+	}
+	if took := time.Since(start); took < consoleDrainWait || took > consoleDrainWait+time.Second {
+		t.Errorf("end took %v, want about %v", took, consoleDrainWait)
+	}
+	pr.Close()
+	select {
+	case <-writerDone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer did not see the closed pipe")
+	}
+}
+
+// A full destination (the launcher's console pipe, unread) does not hold
+// the end either: the destination's deadline ends the blocked write.
+func TestConsoleEndBoundedUnderFullDestination(t *testing.T) {
+	shortConsoleWaits(t)
+	src, fw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	defer fw.Close()
+	dr, dst, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dr.Close() // never read: the pipe fills
+	defer dst.Close()
+	c := startConsoleCopy(dst, src, fw, &endingWatcher{})
+	// 100 KiB: more than the destination pipe (at most 64 KiB) and the
+	// copy's buffer (32 KiB) hold, so the copy blocks writing; less than
+	// they and the source pipe (at least 16 KiB) hold, so this write ends.
+	if _, err := fw.Write(bytes.Repeat([]byte("x"), 100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if !c.end() {
+		t.Error("the copy did not end")
+	}
+	if took := time.Since(start); took > consoleDrainWait+time.Second {
+		t.Errorf("end took %v", took)
 	}
 }
 
 func TestMachineSilentStopIsPowerOff(t *testing.T) {
 	f := newFakeVM()
-	m, _, _, _ := startFake(t, f)
+	r := startFake(t, f, false)
 	f.states <- fakeStopping
 	f.states <- fakeStopped
-	waitDone(t, m)
-	if got := m.Outcome().Ending; got != launcher.PoweredOff {
+	waitDone(t, r.m)
+	if got := r.m.Outcome().Ending; got != vmm.PoweredOff {
 		t.Errorf("ending %v", got)
 	}
 }
 
-func TestMachineGuestPanicAndReboot(t *testing.T) {
+// The console's last words against the framework's end state. A panic is
+// 122 even when the framework reports its error state (formerly 120).
+func TestMachineClassifiesConsoleBeforeErrorState(t *testing.T) {
 	for _, tc := range []struct {
-		text string
-		want launcher.Ending
+		name  string
+		text  string
+		state int
+		want  vmm.Ending
 	}{
-		{"Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n", launcher.Panicked},
-		{"reboot: Restarting system\r\n", launcher.Reset},
+		{"panic, stopped", "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n", fakeStopped, vmm.Panicked},
+		{"panic, error state", "[ 2.1] Kernel panic - not syncing: sysrq triggered crash\r\n", fakeError, vmm.Panicked},
+		{"reboot, stopped", "reboot: Restarting system\r\n", fakeStopped, vmm.Reset},
+		{"reboot, error state", "reboot: Restarting system\r\n", fakeError, vmm.Reset},
+		{"poweroff, error state", "reboot: Power down\r\n", fakeError, vmm.Failed},
+		{"silence, error state", "", fakeError, vmm.Failed},
 	} {
-		f := newFakeVM()
-		m, console, _, _ := startFake(t, f)
-		io.WriteString(console, tc.text)
-		f.states <- fakeStopped
-		waitDone(t, m)
-		if got := m.Outcome().Ending; got != tc.want {
-			t.Errorf("%q: ending %v, want %v", tc.text, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeVM()
+			r := startFake(t, f, false)
+			io.WriteString(r.console, tc.text)
+			f.states <- tc.state
+			waitDone(t, r.m)
+			out := r.m.Outcome()
+			if out.Ending != tc.want {
+				t.Errorf("ending %v, want %v", out.Ending, tc.want)
+			}
+			if (out.Ending == vmm.Failed) != errors.Is(out.Err, errStateError) {
+				t.Errorf("outcome %+v: Err must be the framework's error exactly when Failed", out)
+			}
+			if len(r.closed()) != 2 {
+				t.Errorf("files not released: %v", r.closed())
+			}
+		})
 	}
 }
 
-func TestMachineErrorState(t *testing.T) {
-	f := newFakeVM()
-	m, _, _, closed := startFake(t, f)
-	f.states <- fakeError
-	waitDone(t, m)
-	out := m.Outcome()
-	if out.Ending != launcher.Failed || !errors.Is(out.Err, errStateError) {
-		t.Errorf("outcome %+v", out)
-	}
-	if len(closed()) != 2 {
-		t.Errorf("files not released after an error: %v", closed())
+func TestClassify(t *testing.T) {
+	fw := errors.New("framework")
+	for _, tc := range []struct {
+		err     error
+		stopped bool
+		console vmm.Ending
+		want    vmm.Outcome
+	}{
+		{nil, false, 0, vmm.Outcome{Ending: vmm.PoweredOff}},
+		{nil, false, vmm.PoweredOff, vmm.Outcome{Ending: vmm.PoweredOff}},
+		{nil, false, vmm.Reset, vmm.Outcome{Ending: vmm.Reset}},
+		{nil, true, vmm.PoweredOff, vmm.Outcome{Ending: vmm.Stopped}},
+		{nil, true, vmm.Panicked, vmm.Outcome{Ending: vmm.Panicked}},
+		{fw, false, vmm.Panicked, vmm.Outcome{Ending: vmm.Panicked}},
+		{fw, true, vmm.Panicked, vmm.Outcome{Ending: vmm.Panicked}},
+		{fw, false, vmm.Reset, vmm.Outcome{Ending: vmm.Reset}},
+		{fw, false, vmm.PoweredOff, vmm.Outcome{Ending: vmm.Failed, Err: fw}},
+		{fw, true, 0, vmm.Outcome{Ending: vmm.Failed, Err: fw}},
+	} {
+		if got := classify(tc.err, tc.stopped, tc.console); got != tc.want {
+			t.Errorf("classify(%v, stopped %v, console %v) = %+v, want %+v", tc.err, tc.stopped, tc.console, got, tc.want)
+		}
 	}
 }
 
 func TestMachineShutdownThenGuestPowersOff(t *testing.T) {
 	f := newFakeVM()
 	f.powerOffOnReq = true
-	m, console, _, _ := startFake(t, f)
-	io.WriteString(console, "reboot: Power down\n")
-	if err := m.Shutdown(context.Background()); err != nil {
+	r := startFake(t, f, false)
+	io.WriteString(r.console, "reboot: Power down\n")
+	if err := r.m.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitDone(t, m)
-	if f.requested != 1 || m.Outcome().Ending != launcher.PoweredOff {
-		t.Errorf("requests %d, outcome %+v", f.requested, m.Outcome())
+	waitDone(t, r.m)
+	if f.requested != 1 || r.m.Outcome().Ending != vmm.PoweredOff {
+		t.Errorf("requests %d, outcome %+v", f.requested, r.m.Outcome())
 	}
 }
 
@@ -266,35 +445,79 @@ func TestMachineShutdownRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeVM()
 			tc.edit(f)
-			m, _, _, _ := startFake(t, f)
-			if err := m.Shutdown(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			r := startFake(t, f, false)
+			if err := r.m.Shutdown(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got %v, want %q", err, tc.want)
 			}
-			m.Stop()
+			r.m.Stop(context.Background())
 		})
 	}
 }
 
 func TestMachineStop(t *testing.T) {
 	f := newFakeVM()
-	m, console, _, closed := startFake(t, f)
-	io.WriteString(console, "reboot: Power down\n") // the launcher's Stop still wins
-	if err := m.Stop(); err != nil {
+	r := startFake(t, f, false)
+	io.WriteString(r.console, "reboot: Power down\n") // the launcher's Stop still wins
+	if err := r.m.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-m.Done():
+	case <-r.m.Done():
 	default:
 		t.Fatal("Stop returned before the end")
 	}
-	if got := m.Outcome(); got != (launcher.Outcome{Ending: launcher.Stopped}) {
+	if got := r.m.Outcome(); got != (vmm.Outcome{Ending: vmm.Stopped}) {
 		t.Errorf("outcome %+v", got)
 	}
-	if err := m.Stop(); err != nil || f.stops != 1 {
-		t.Errorf("second Stop: %v, %d framework stops", err, f.stops)
+	if err := r.m.Stop(context.Background()); err != nil || f.stopCount() != 1 {
+		t.Errorf("second Stop: %v, %d framework stops", err, f.stopCount())
 	}
-	if len(closed()) != 2 {
-		t.Errorf("released %v", closed())
+	if len(r.closed()) != 2 {
+		t.Errorf("released %v", r.closed())
+	}
+}
+
+// The framework confirms the stop but its state change never comes: the
+// confirmation ends the machine.
+func TestMachineStopConfirmedWithoutStateChange(t *testing.T) {
+	shortConsoleWaits(t)
+	f := newFakeVM()
+	f.silentStop = true
+	r := startFake(t, f, true) // and the console never sees end-of-file
+	if err := r.m.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.m.Outcome(); got != (vmm.Outcome{Ending: vmm.Stopped}) {
+		t.Errorf("outcome %+v", got)
+	}
+}
+
+// A framework whose stop call never answers: Stop returns when its context
+// ends, and again on each later call, so --timeout can end the run.
+func TestMachineStopHonoursContext(t *testing.T) {
+	f := newFakeVM()
+	release := make(chan struct{})
+	f.stopBlocks = release
+	r := startFake(t, f, false)
+	for i := 0; i < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		start := time.Now()
+		err := r.m.Stop(ctx)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "has not stopped") {
+			t.Errorf("Stop %d: %v", i, err)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Stop %d took %v with a 50ms context", i, took)
+		}
+	}
+	close(release) // the framework answers at last
+	waitDone(t, r.m)
+	if got := r.m.Outcome().Ending; got != vmm.Stopped {
+		t.Errorf("ending %v", got)
+	}
+	if n := f.stopCount(); n != 1 {
+		t.Errorf("%d framework stop calls, want 1", n)
 	}
 }
 
@@ -305,21 +528,22 @@ func TestMachineStopFails(t *testing.T) {
 
 	f := newFakeVM()
 	f.stopErr = errors.New("invalid state transition")
-	m, _, _, _ := startFake(t, f)
-	if err := m.Stop(); err == nil || !strings.Contains(err.Error(), "stopping the VM: invalid state transition") {
+	r := startFake(t, f, false)
+	if err := r.m.Stop(context.Background()); err == nil || !strings.Contains(err.Error(), "stopping the VM: invalid state transition") {
 		t.Errorf("got %v", err)
 	}
+	f.states <- fakeStopped
 
 	f = newFakeVM()
 	f.canStop = false
-	m, _, _, _ = startFake(t, f)
-	if err := m.Stop(); err == nil || !strings.Contains(err.Error(), "cannot be stopped") {
+	r = startFake(t, f, false)
+	if err := r.m.Stop(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot be stopped") {
 		t.Errorf("got %v", err)
 	}
 	// The guest ends by itself after all: Stop's failure does not matter.
 	f.states <- fakeStopped
-	waitDone(t, m)
-	if err := m.Stop(); err != nil {
+	waitDone(t, r.m)
+	if err := r.m.Stop(context.Background()); err != nil {
 		t.Errorf("Stop after the end: %v", err)
 	}
 }
@@ -329,34 +553,40 @@ func TestStopRacingGuestPowerOff(t *testing.T) {
 	// Stop waits for the end instead of failing.
 	f := newFakeVM()
 	f.stopErr = errors.New("invalid state transition")
-	m, _, _, _ := startFake(t, f)
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		f.states <- fakeStopped
-	}()
-	if err := m.Stop(); err != nil {
+	f.stoppedAnyway = true
+	r := startFake(t, f, false)
+	if err := r.m.Stop(context.Background()); err != nil {
 		t.Errorf("got %v", err)
 	}
 }
 
+func TestMachineWithoutAgent(t *testing.T) {
+	r := startFake(t, newFakeVM(), false)
+	if c, err := r.m.AgentConn(context.Background()); c != nil || err == nil || !strings.Contains(err.Error(), "no agent port") {
+		t.Errorf("AgentConn = %v, %v", c, err)
+	}
+	r.m.Stop(context.Background())
+}
+
 func TestBackend(t *testing.T) {
-	var b launcher.Backend = Backend{}
-	if b.Name() != "vz" || b.UsesVirtiofsd() {
-		t.Errorf("Name %q UsesVirtiofsd %v", b.Name(), b.UsesVirtiofsd())
+	var b vmm.Backend = Backend{}
+	want := vmm.Features{Rosetta: true, Agent: true, NetNone: true, Disks: true}
+	if f := b.Features(); b.Name() != "vz" || f != want {
+		t.Errorf("Name %q Features %+v, want %+v", b.Name(), f, want)
 	}
 	vm := baseVM(t, gzipped(t, fakeImage()))
-	if argv, err := b.Command(vm); argv != nil || err != nil {
+	if argv, err := b.Command(vm); argv != nil || err == nil {
 		t.Errorf("Command = %v, %v; the VM runs in-process", argv, err)
 	}
 	var log bytes.Buffer
-	if err := (Backend{Options: arm}).Resolve(context.Background(), vm, true, &log); err != nil {
+	if err := (Backend{Options: arm}).Resolve(context.Background(), vm, vmm.DryRun, vmm.LogTo(&log)); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(log.String(), "decompressed into the run directory") || !strings.Contains(log.String(), "no VM command to print") {
 		t.Errorf("notices: %q", log.String())
 	}
 	vm.Shares[0].Tag = strings.Repeat("s", 40)
-	if err := (Backend{Options: arm}).Resolve(context.Background(), vm, false, nil); err == nil {
+	if err := (Backend{Options: arm}).Resolve(context.Background(), vm, vmm.Boot, nil); err == nil {
 		t.Error("Resolve accepted a 40-byte tag")
 	}
 }

@@ -9,14 +9,21 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // MachineParams are the kernel parameters the vz machine adds between the
-// system's and the user's (see launcher.VM.CommandLine):
+// system's and the user's (see vmm.VM.CommandLine):
 //
-//   - console=hvc0: the console is a virtio console, which Linux names hvc0
-//     (the guest needs the virtio_console driver, built in or in its initrd);
+//   - console=hvc0: the console is a virtio console, which Linux names hvc0.
+//     The kernel opens /dev/console for the first process before that
+//     process runs, so with virtio_console (or virtio_pci) as a module the
+//     first process starts with no stdin, stdout or stderr and everything it
+//     and its children print is lost, unless it reopens /dev/console after
+//     loading the drivers (systemd does so by itself; a shell stage 1 must:
+//     docs/macos.md). Kernel messages are not lost: the log is replayed when
+//     hvc0 registers. An arm64 kernel with CONFIG_HVC_DCC=y takes hvc0 for
+//     itself and the virtio console becomes hvc1.
 //   - panic=-1: a panicking kernel resets the machine at once instead of
 //     hanging, which ends the run; the framework reports every guest-made
 //     end as "stopped", and the console tells a panic apart (see ending.go).
@@ -30,6 +37,13 @@ const ConsoleDevice = "hvc0"
 // and registers it with binfmt_misc.
 const RosettaTag = "rosetta"
 
+// MaxBlockIDLen is the longest block device identifier the framework takes:
+// VZVirtioBlockDeviceConfiguration.blockDeviceIdentifier "must be at most 20
+// bytes in length and ASCII-encodable" (Apple's documentation, quoted in vz
+// v3.7.1's SetBlockDeviceIdentifier), the same 20 bytes as a virtio-blk
+// serial (VIRTIO_BLK_ID_BYTES).
+const MaxBlockIDLen = 20
+
 // MaxTagLen is one more than the longest virtio-fs tag the framework takes:
 // "fewer than 36 bytes when encoded in UTF-8".
 const MaxTagLen = 36
@@ -41,7 +55,7 @@ type Options struct {
 	Rosetta bool
 	// HostArch is the host's architecture; "" means this machine's. The
 	// framework runs guests of the host's architecture only.
-	HostArch launcher.Arch
+	HostArch vmm.Arch
 	// MAC overrides the network card's address; nil derives a stable one
 	// from the system (see StableMAC).
 	MAC net.HardwareAddr
@@ -63,11 +77,20 @@ type Share struct {
 	ReadOnly bool
 }
 
+// Disk is one virtio block device on a raw image file.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+	// Identifier is the device's identifier, which the guest reads as the
+	// virtio-blk serial: /dev/disk/by-id/virtio-<Identifier>.
+	Identifier string
+}
+
 // Plan is everything the darwin adapter applies to a
 // Virtualization.framework configuration. It is plain data, so tests on any
 // OS can inspect it.
 type Plan struct {
-	Arch launcher.Arch // the guest's (and host's) architecture
+	Arch vmm.Arch // the guest's (and host's) architecture
 
 	// Kernel is the file the Linux boot loader gets: KernelSource itself,
 	// or for a compressed arm64 kernel its decompressed copy in the run
@@ -82,29 +105,39 @@ type Plan struct {
 	MemoryBytes uint64 // a whole number of MiB, as the framework requires
 
 	// Shares are the launcher's shares, one virtio-fs device each. The
-	// framework has no cache setting; launcher.Share.Cache is not used.
+	// framework has no cache setting; vmm.Share.Cache is not used.
 	Shares []Share
 	// RosettaTag is the tag of the Rosetta share, "" for none.
 	RosettaTag string
+	// Disks are the launcher's disks (--disk, then --state), one virtio
+	// block device each, in order.
+	Disks []Disk
 
 	// Console is the guest device of the virtio console that carries the
 	// launcher's console pipes.
 	Console string
-	// Network is the attachment of the one network card: "nat", the
-	// framework's shared NAT (DHCP and DNS from macOS, no entitlement).
+	// AgentPort is the name of the virtio console port that carries the
+	// guest agent's protocol (vmm.AgentPortName), "" for none. It is the one
+	// port of a console device of its own, not a console (no hvc), so the
+	// guest sees it as /dev/vportNp0 with that name in
+	// /sys/class/virtio-ports/vportNp0/name.
+	AgentPort string
+	// Network is the attachment of the one network card: NetworkNAT, the
+	// framework's shared NAT (DHCP and DNS from macOS, no entitlement), or
+	// "" for no card at all (--net none).
 	Network string
-	MAC     net.HardwareAddr
+	MAC     net.HardwareAddr // nil without a network card
 	// Entropy adds a virtio entropy device (the guest's /dev/hwrng).
 	Entropy bool
-	// Vsock adds the one virtio socket device a VM may have, for the
-	// host-guest protocol.
-	Vsock bool
 }
+
+// NetworkNAT is Plan.Network for the framework's NAT.
+const NetworkNAT = "nat"
 
 // NewPlan translates vm into a Plan. It reads the head of the kernel (and,
 // for a compressed one, decompresses enough to check it) but writes nothing;
 // Prepare writes what the plan needs in the run directory.
-func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
+func NewPlan(vm *vmm.VM, opts Options) (*Plan, error) {
 	host := opts.HostArch
 	if host == "" {
 		var err error
@@ -115,7 +148,7 @@ func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
 	if vm.Arch != host {
 		return nil, fmt.Errorf("the system is %s-linux, but Virtualization.framework runs only guests of the host's architecture (%s-linux here): build the system for %s-linux (docs/macos.md: remote builders)", vm.Arch, host, host)
 	}
-	if vm.Accel != "" && vm.Accel != launcher.AccelAuto {
+	if vm.Accel != "" && vm.Accel != vmm.AccelAuto {
 		return nil, fmt.Errorf("--accel %s is for the qemu backend; vz always runs the guest on the hardware", vm.Accel)
 	}
 	if vm.Kernel == "" {
@@ -128,9 +161,13 @@ func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
 		Initrd:       vm.Initrd,
 		CommandLine:  vm.CommandLine(MachineParams...),
 		Console:      ConsoleDevice,
-		Network:      "nat",
 		Entropy:      true,
-		Vsock:        true,
+	}
+	if err := refuseUnsupported(vm); err != nil {
+		return nil, err
+	}
+	if vm.Agent {
+		p.AgentPort = vmm.AgentPortName
 	}
 
 	format, err := inspectKernel(vm.Kernel, vm.Arch)
@@ -167,8 +204,12 @@ func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
 		p.Shares = append(p.Shares, Share{Tag: s.Tag, HostDir: s.HostDir, ReadOnly: s.ReadOnly})
 	}
 
+	if p.Disks, err = planDisks(vm.Disks); err != nil {
+		return nil, err
+	}
+
 	if opts.Rosetta {
-		if host != launcher.AArch64 {
+		if host != vmm.AArch64 {
 			return nil, fmt.Errorf("--rosetta needs an Apple silicon Mac (this host is %s)", host)
 		}
 		if tags[RosettaTag] {
@@ -177,6 +218,14 @@ func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
 		p.RosettaTag = RosettaTag
 	}
 
+	switch vm.Network.Mode {
+	case vmm.NetNone:
+		return p, nil // no card, so no address either
+	case vmm.NetUser, "":
+		p.Network = NetworkNAT
+	default:
+		return nil, fmt.Errorf("--net %q: the vz backend offers user (the framework's NAT) or none", vm.Network.Mode)
+	}
 	if opts.MAC != nil {
 		if err := checkMAC(opts.MAC); err != nil {
 			return nil, err
@@ -188,6 +237,21 @@ func NewPlan(vm *launcher.VM, opts Options) (*Plan, error) {
 	return p, nil
 }
 
+// refuseUnsupported fails for what vm asks that a Plan cannot express: the
+// launcher checks Features first, but a plan must never drop a request
+// silently.
+func refuseUnsupported(vm *vmm.VM) error {
+	switch {
+	case len(vm.Network.Forwards) > 0:
+		return fmt.Errorf("--forward %s: the vz backend cannot forward ports (the framework's NAT has no port forwarding); use the qemu backend, or reach the guest at the address macOS's DHCP gave it", vm.Network.Forwards[0])
+	case vm.GDBPort != 0:
+		return errors.New("--gdb needs the qemu backend; Virtualization.framework has no gdb stub")
+	case len(vm.QEMUArgs) > 0:
+		return errors.New("--qemu-arg needs the qemu backend")
+	}
+	return nil
+}
+
 // Prepare writes what the plan needs before the VM starts: the decompressed
 // kernel. It is a no-op for an uncompressed one.
 func (p *Plan) Prepare() error {
@@ -197,12 +261,12 @@ func (p *Plan) Prepare() error {
 	return decompressKernel(p.KernelSource, p.KernelFormat, p.Kernel)
 }
 
-func archOfGOARCH(goarch string) (launcher.Arch, error) {
+func archOfGOARCH(goarch string) (vmm.Arch, error) {
 	switch goarch {
 	case "arm64":
-		return launcher.AArch64, nil
+		return vmm.AArch64, nil
 	case "amd64":
-		return launcher.X86_64, nil
+		return vmm.X86_64, nil
 	}
 	return "", fmt.Errorf("Virtualization.framework does not run on %s hosts", goarch)
 }
@@ -245,6 +309,59 @@ func planMemory(mibs int, l Limits) (uint64, error) {
 	return b, nil
 }
 
+// planDisks gives each disk its identifier, vmm.Disk.Serial or "diskN" (N
+// its index, as the qemu backend numbers them), and refuses what the
+// framework cannot attach.
+func planDisks(disks []vmm.Disk) ([]Disk, error) {
+	var out []Disk
+	ids := map[string]string{}
+	for i, d := range disks {
+		flag := "--disk"
+		if d.Serial == vmm.StateSerial {
+			flag = "--state"
+		}
+		if d.Path == "" {
+			return nil, fmt.Errorf("%s: no image file", flag)
+		}
+		switch d.Format {
+		case "", "raw":
+		case "qcow2":
+			return nil, fmt.Errorf("%s %s: format qcow2: Virtualization.framework takes raw images only; convert with qemu-img convert -O raw", flag, d.Path)
+		default:
+			return nil, fmt.Errorf("%s %s: format %q: Virtualization.framework takes raw images only", flag, d.Path, d.Format)
+		}
+		id := d.Serial
+		if id == "" {
+			id = fmt.Sprintf("disk%d", i)
+		}
+		if err := checkBlockID(id); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", flag, d.Path, err)
+		}
+		if other, ok := ids[id]; ok {
+			return nil, fmt.Errorf("%s %s: %s already uses the identifier %q", flag, d.Path, other, id)
+		}
+		ids[id] = d.Path
+		out = append(out, Disk{Path: d.Path, ReadOnly: d.ReadOnly, Identifier: id})
+	}
+	return out, nil
+}
+
+// checkBlockID applies the framework's rule for block device identifiers
+// (at most MaxBlockIDLen bytes of ASCII), and refuses control characters,
+// which the C string the identifier travels in (NUL) or the guest's udev
+// (by-id names) would not keep.
+func checkBlockID(id string) error {
+	if len(id) > MaxBlockIDLen {
+		return fmt.Errorf("identifier %q is %d bytes; Virtualization.framework takes at most %d", id, len(id), MaxBlockIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c > 0x7e {
+			return fmt.Errorf("identifier %q: byte %#x: want printable ASCII (Virtualization.framework takes ASCII only)", id, c)
+		}
+	}
+	return nil
+}
+
 // checkTag applies the framework's rule for virtio-fs tags: not empty and
 // fewer than 36 bytes of UTF-8.
 func checkTag(tag string) error {
@@ -274,7 +391,7 @@ func checkMAC(mac net.HardwareAddr) error {
 // kernel. The same system gets the same address, so the macOS DHCP server
 // (which keeps leases by address in /var/db/dhcpd_leases) hands it the same
 // IP address run after run instead of a new lease each time.
-func macKey(vm *launcher.VM) string {
+func macKey(vm *vmm.VM) string {
 	for _, p := range vm.BootParams {
 		if init, ok := strings.CutPrefix(p, "init="); ok && init != "" {
 			return "toplevel:" + filepath.Dir(init)

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // fakeImage is an arm64 Image as far as the header goes: the magic at 0x38,
@@ -62,33 +62,33 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 
 // baseVM is an aarch64 system as launcher.Prepare builds one: the store
 // and modules shares, init= first.
-func baseVM(t *testing.T, kernel []byte) *launcher.VM {
+func baseVM(t *testing.T, kernel []byte) *vmm.VM {
 	t.Helper()
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
 	if err := os.Mkdir(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return &launcher.VM{
+	return &vmm.VM{
 		Name:       "sonix-run",
-		Arch:       launcher.AArch64,
-		Accel:      launcher.AccelAuto,
+		Arch:       vmm.AArch64,
+		Accel:      vmm.AccelAuto,
 		CPUs:       2,
 		MemoryMiB:  1536,
 		Kernel:     writeFile(t, dir, "Image", kernel),
 		Initrd:     "/nix/store/iii-initrd/initrd",
 		BootParams: []string{"init=/nix/store/sss-nixos-system/init", "loglevel=4"},
 		UserParams: []string{"systemd.unit=rescue.target"},
-		Shares: []launcher.Share{
-			{Tag: "store", HostDir: "/nix/store", ReadOnly: true, Cache: launcher.CacheAlways},
-			{Tag: "modules", HostDir: "/lib/modules", ReadOnly: true, Cache: launcher.CacheAuto},
+		Shares: []vmm.Share{
+			{Tag: "store", HostDir: "/nix/store", ReadOnly: true, Cache: vmm.CacheAlways},
+			{Tag: "modules", HostDir: "/lib/modules", ReadOnly: true, Cache: vmm.CacheAuto},
 			{Tag: "work", HostDir: "/home/me/work"},
 		},
 		RunDir: run,
 	}
 }
 
-var arm = Options{HostArch: launcher.AArch64}
+var arm = Options{HostArch: vmm.AArch64}
 
 func TestPlanEveryField(t *testing.T) {
 	vm := baseVM(t, fakeImage())
@@ -97,7 +97,7 @@ func TestPlanEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Plan{
-		Arch:         launcher.AArch64,
+		Arch:         vmm.AArch64,
 		Kernel:       vm.Kernel,
 		KernelSource: vm.Kernel,
 		KernelFormat: KernelImage,
@@ -111,10 +111,9 @@ func TestPlanEveryField(t *testing.T) {
 			{Tag: "work", HostDir: "/home/me/work", ReadOnly: false},
 		},
 		Console: "hvc0",
-		Network: "nat",
+		Network: NetworkNAT,
 		MAC:     StableMAC("toplevel:/nix/store/sss-nixos-system"),
 		Entropy: true,
-		Vsock:   true,
 	}
 	if !reflect.DeepEqual(p, want) {
 		t.Errorf("plan:\n got %+v\nwant %+v", p, want)
@@ -143,7 +142,7 @@ func TestPlanOptionalParts(t *testing.T) {
 		}
 	})
 	t.Run("rosetta", func(t *testing.T) {
-		p, err := NewPlan(baseVM(t, fakeImage()), Options{HostArch: launcher.AArch64, Rosetta: true})
+		p, err := NewPlan(baseVM(t, fakeImage()), Options{HostArch: vmm.AArch64, Rosetta: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,19 +155,19 @@ func TestPlanOptionalParts(t *testing.T) {
 	})
 	t.Run("x86_64 on an Intel Mac: kernel passed as it is", func(t *testing.T) {
 		vm := baseVM(t, []byte("MZ not inspected bzImage"))
-		vm.Arch = launcher.X86_64
-		p, err := NewPlan(vm, Options{HostArch: launcher.X86_64})
+		vm.Arch = vmm.X86_64
+		p, err := NewPlan(vm, Options{HostArch: vmm.X86_64})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.KernelFormat != KernelX86 || p.Kernel != vm.Kernel || p.Arch != launcher.X86_64 {
+		if p.KernelFormat != KernelX86 || p.Kernel != vm.Kernel || p.Arch != vmm.X86_64 {
 			t.Errorf("format %q kernel %q arch %q", p.KernelFormat, p.Kernel, p.Arch)
 		}
 	})
 	t.Run("limits within bounds", func(t *testing.T) {
 		vm := baseVM(t, fakeImage())
 		vm.CPUs, vm.MemoryMiB = 8, 8192
-		p, err := NewPlan(vm, Options{HostArch: launcher.AArch64, Limits: Limits{MinCPUs: 1, MaxCPUs: 8, MinMemory: 4 << 20, MaxMemory: 8 << 30}})
+		p, err := NewPlan(vm, Options{HostArch: vmm.AArch64, Limits: Limits{MinCPUs: 1, MaxCPUs: 8, MinMemory: 4 << 20, MaxMemory: 8 << 30}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,36 +177,107 @@ func TestPlanOptionalParts(t *testing.T) {
 	})
 }
 
+// The devices that depend on the VM's requests: the agent port with
+// VM.Agent only, the network card unless --net none.
+func TestPlanDevices(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		agent     bool
+		net       string
+		wantPort  string
+		wantNet   string
+		wantNoMAC bool
+	}{
+		{"defaults", false, vmm.NetUser, "", NetworkNAT, false},
+		{"mode unset is user", false, "", "", NetworkNAT, false},
+		{"agent", true, vmm.NetUser, vmm.AgentPortName, NetworkNAT, false},
+		{"net none", false, vmm.NetNone, "", "", true},
+		{"agent, net none", true, vmm.NetNone, vmm.AgentPortName, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm := baseVM(t, fakeImage())
+			vm.Agent = tc.agent
+			vm.Network.Mode = tc.net
+			p, err := NewPlan(vm, arm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.AgentPort != tc.wantPort {
+				t.Errorf("AgentPort %q, want %q", p.AgentPort, tc.wantPort)
+			}
+			if p.Network != tc.wantNet {
+				t.Errorf("Network %q, want %q", p.Network, tc.wantNet)
+			}
+			if (p.MAC == nil) != tc.wantNoMAC {
+				t.Errorf("MAC %v with network %q", p.MAC, p.Network)
+			}
+			if p.Console != ConsoleDevice || !strings.Contains(p.CommandLine, "console=hvc0") {
+				t.Errorf("console %q, command line %q", p.Console, p.CommandLine)
+			}
+		})
+	}
+}
+
 func TestPlanRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		edit func(vm *launcher.VM, o *Options)
+		edit func(vm *vmm.VM, o *Options)
 		want string
 	}{
-		{"empty tag", func(vm *launcher.VM, o *Options) { vm.Shares[2].Tag = "" }, "empty virtio-fs tag"},
-		{"36-byte tag", func(vm *launcher.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("t", 36) }, "is 36 bytes; Virtualization.framework needs fewer than 36"},
-		{"36-byte UTF-8 tag", func(vm *launcher.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("é", 18) }, "is 36 bytes"},
-		{"tag with NUL", func(vm *launcher.VM, o *Options) { vm.Shares[2].Tag = "a\x00b" }, "NUL"},
-		{"duplicate tag", func(vm *launcher.VM, o *Options) { vm.Shares[2].Tag = "store" }, `two shares use the tag "store"`},
-		{"share without directory", func(vm *launcher.VM, o *Options) { vm.Shares[2].HostDir = "" }, "no host directory"},
-		{"guest of another architecture", func(vm *launcher.VM, o *Options) { vm.Arch = launcher.X86_64 }, "runs only guests of the host's architecture"},
-		{"accel tcg", func(vm *launcher.VM, o *Options) { vm.Accel = launcher.AccelTCG }, "--accel tcg is for the qemu backend"},
-		{"accel kvm", func(vm *launcher.VM, o *Options) { vm.Accel = launcher.AccelKVM }, "--accel kvm is for the qemu backend"},
-		{"no kernel", func(vm *launcher.VM, o *Options) { vm.Kernel = "" }, "no kernel"},
-		{"missing kernel", func(vm *launcher.VM, o *Options) { vm.Kernel += ".missing" }, "no such file"},
-		{"zero CPUs", func(vm *launcher.VM, o *Options) { vm.CPUs = 0 }, "--cpus must be at least 1"},
-		{"too many CPUs", func(vm *launcher.VM, o *Options) { o.Limits.MaxCPUs = 1 }, "--cpus 2: Virtualization.framework allows at most 1"},
-		{"too few CPUs", func(vm *launcher.VM, o *Options) { o.Limits.MinCPUs = 4 }, "needs at least 4"},
-		{"zero memory", func(vm *launcher.VM, o *Options) { vm.MemoryMiB = 0 }, "--memory must be positive"},
+		{"empty tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "" }, "empty virtio-fs tag"},
+		{"36-byte tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("t", 36) }, "is 36 bytes; Virtualization.framework needs fewer than 36"},
+		{"36-byte UTF-8 tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("é", 18) }, "is 36 bytes"},
+		{"tag with NUL", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "a\x00b" }, "NUL"},
+		{"duplicate tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "store" }, `two shares use the tag "store"`},
+		{"share without directory", func(vm *vmm.VM, o *Options) { vm.Shares[2].HostDir = "" }, "no host directory"},
+		{"guest of another architecture", func(vm *vmm.VM, o *Options) { vm.Arch = vmm.X86_64 }, "runs only guests of the host's architecture"},
+		{"accel tcg", func(vm *vmm.VM, o *Options) { vm.Accel = vmm.AccelTCG }, "--accel tcg is for the qemu backend"},
+		{"accel kvm", func(vm *vmm.VM, o *Options) { vm.Accel = vmm.AccelKVM }, "--accel kvm is for the qemu backend"},
+		{"no kernel", func(vm *vmm.VM, o *Options) { vm.Kernel = "" }, "no kernel"},
+		{"missing kernel", func(vm *vmm.VM, o *Options) { vm.Kernel += ".missing" }, "no such file"},
+		{"zero CPUs", func(vm *vmm.VM, o *Options) { vm.CPUs = 0 }, "--cpus must be at least 1"},
+		{"too many CPUs", func(vm *vmm.VM, o *Options) { o.Limits.MaxCPUs = 1 }, "--cpus 2: Virtualization.framework allows at most 1"},
+		{"too few CPUs", func(vm *vmm.VM, o *Options) { o.Limits.MinCPUs = 4 }, "needs at least 4"},
+		{"zero memory", func(vm *vmm.VM, o *Options) { vm.MemoryMiB = 0 }, "--memory must be positive"},
 		// Bounds that are not whole MiB are stated as the sizes --memory can give.
-		{"memory over a ragged maximum", func(vm *launcher.VM, o *Options) { o.Limits.MaxMemory = 1024<<20 + 12345 }, "--memory 1536M: Virtualization.framework allows at most 1024M"},
-		{"memory under a ragged minimum", func(vm *launcher.VM, o *Options) { o.Limits.MinMemory = 1536<<20 + 1 }, "--memory 1536M: Virtualization.framework needs at least 1537M"},
-		{"rosetta on an Intel Mac", func(vm *launcher.VM, o *Options) {
-			vm.Arch, o.HostArch, o.Rosetta = launcher.X86_64, launcher.X86_64, true
+		{"memory over a ragged maximum", func(vm *vmm.VM, o *Options) { o.Limits.MaxMemory = 1024<<20 + 12345 }, "--memory 1536M: Virtualization.framework allows at most 1024M"},
+		{"memory under a ragged minimum", func(vm *vmm.VM, o *Options) { o.Limits.MinMemory = 1536<<20 + 1 }, "--memory 1536M: Virtualization.framework needs at least 1537M"},
+		{"rosetta on an Intel Mac", func(vm *vmm.VM, o *Options) {
+			vm.Arch, o.HostArch, o.Rosetta = vmm.X86_64, vmm.X86_64, true
 		}, "--rosetta needs an Apple silicon Mac"},
-		{"rosetta tag taken", func(vm *launcher.VM, o *Options) { o.Rosetta = true; vm.Shares[2].Tag = "rosetta" }, `a share already uses the tag "rosetta"`},
-		{"multicast MAC", func(vm *launcher.VM, o *Options) { o.MAC = net.HardwareAddr{0x03, 0, 0, 0, 0, 1} }, "multicast"},
-		{"short MAC", func(vm *launcher.VM, o *Options) { o.MAC = net.HardwareAddr{0x02, 0, 0} }, "want 6 bytes"},
+		{"rosetta tag taken", func(vm *vmm.VM, o *Options) { o.Rosetta = true; vm.Shares[2].Tag = "rosetta" }, `a share already uses the tag "rosetta"`},
+		{"multicast MAC", func(vm *vmm.VM, o *Options) { o.MAC = net.HardwareAddr{0x03, 0, 0, 0, 0, 1} }, "multicast"},
+		{"short MAC", func(vm *vmm.VM, o *Options) { o.MAC = net.HardwareAddr{0x02, 0, 0} }, "want 6 bytes"},
+		{"unknown network mode", func(vm *vmm.VM, o *Options) { vm.Network.Mode = "bridged" }, `--net "bridged": the vz backend offers user`},
+		{"forward", func(vm *vmm.VM, o *Options) {
+			vm.Network = vmm.Network{Mode: vmm.NetUser, Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 8080, GuestPort: 80}}}
+		}, "--forward tcp:8080:80: the vz backend cannot forward ports"},
+		{"qcow2 disk", func(vm *vmm.VM, o *Options) { vm.Disks = []vmm.Disk{{Path: "/img.qcow2", Format: "qcow2"}} },
+			"--disk /img.qcow2: format qcow2: Virtualization.framework takes raw images only; convert with qemu-img convert -O raw"},
+		{"qcow2 state", func(vm *vmm.VM, o *Options) {
+			vm.Disks = []vmm.Disk{{Path: "/s.qcow2", Format: "qcow2", Serial: "sonix-state"}}
+		}, "--state /s.qcow2: format qcow2: Virtualization.framework takes raw images only"},
+		{"unknown disk format", func(vm *vmm.VM, o *Options) { vm.Disks = []vmm.Disk{{Path: "/img.vdi", Format: "vdi"}} },
+			`--disk /img.vdi: format "vdi": Virtualization.framework takes raw images only`},
+		{"disk without a file", func(vm *vmm.VM, o *Options) { vm.Disks = []vmm.Disk{{Format: "raw"}} }, "--disk: no image file"},
+		{"21-byte identifier", func(vm *vmm.VM, o *Options) {
+			vm.Disks = []vmm.Disk{{Path: "/img", Format: "raw", Serial: strings.Repeat("s", 21)}}
+		}, `--disk /img: identifier "sssssssssssssssssssss" is 21 bytes; Virtualization.framework takes at most 20`},
+		{"non-ASCII identifier", func(vm *vmm.VM, o *Options) {
+			vm.Disks = []vmm.Disk{{Path: "/img", Format: "raw", Serial: "état"}}
+		}, "byte 0xc3: want printable ASCII"},
+		{"identifier with NUL", func(vm *vmm.VM, o *Options) {
+			vm.Disks = []vmm.Disk{{Path: "/img", Format: "raw", Serial: "a\x00b"}}
+		}, "byte 0x0: want printable ASCII"},
+		{"identifier with newline", func(vm *vmm.VM, o *Options) {
+			vm.Disks = []vmm.Disk{{Path: "/img", Format: "raw", Serial: "a\nb"}}
+		}, "byte 0xa: want printable ASCII"},
+		{"duplicate identifier", func(vm *vmm.VM, o *Options) {
+			// The second disk's number collides with the first's serial.
+			vm.Disks = []vmm.Disk{{Path: "/a", Format: "raw", Serial: "disk1"}, {Path: "/b", Format: "raw"}}
+		}, `--disk /b: /a already uses the identifier "disk1"`},
+		{"gdb", func(vm *vmm.VM, o *Options) { vm.GDBPort = 1234 }, "--gdb needs the qemu backend"},
+		{"qemu args", func(vm *vmm.VM, o *Options) { vm.QEMUArgs = []string{"-s"} }, "--qemu-arg needs the qemu backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vm := baseVM(t, fakeImage())
@@ -216,6 +286,45 @@ func TestPlanRejects(t *testing.T) {
 			_, err := NewPlan(vm, o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("got error %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// Disks keep their order, path and read-only flag; the identifier is the
+// serial, or diskN by position as under the qemu backend; the --state disk
+// keeps sonix-state, which the guest looks for.
+func TestPlanDisks(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		disks []vmm.Disk
+		want  []Disk
+	}{
+		{"none", nil, nil},
+		{"one raw", []vmm.Disk{{Path: "/a.img", Format: "raw"}}, []Disk{{Path: "/a.img", Identifier: "disk0"}}},
+		{"format unset is raw", []vmm.Disk{{Path: "a.img"}}, []Disk{{Path: "a.img", Identifier: "disk0"}}},
+		{"read-only, then state", []vmm.Disk{
+			{Path: "/ro.img", Format: "raw", ReadOnly: true},
+			{Path: "/rw.img", Format: "raw"},
+			{Path: "/home/me/state.img", Format: "raw", Serial: "sonix-state"},
+		}, []Disk{
+			{Path: "/ro.img", ReadOnly: true, Identifier: "disk0"},
+			{Path: "/rw.img", Identifier: "disk1"},
+			{Path: "/home/me/state.img", Identifier: "sonix-state"},
+		}},
+		{"20-byte identifier, the longest", []vmm.Disk{{Path: "/a", Format: "raw", Serial: "abcdefghij0123456789"}},
+			[]Disk{{Path: "/a", Identifier: "abcdefghij0123456789"}}},
+		{"printable ASCII edges", []vmm.Disk{{Path: "/a", Format: "raw", Serial: " x~"}}, []Disk{{Path: "/a", Identifier: " x~"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm := baseVM(t, fakeImage())
+			vm.Disks = tc.disks
+			p, err := NewPlan(vm, arm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(p.Disks, tc.want) {
+				t.Errorf("disks:\n got %+v\nwant %+v", p.Disks, tc.want)
 			}
 		})
 	}
@@ -277,103 +386,12 @@ func TestMAC(t *testing.T) {
 
 	// An explicit address wins and is copied.
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}
-	p1, err := NewPlan(vm1, Options{HostArch: launcher.AArch64, MAC: mac})
+	p1, err := NewPlan(vm1, Options{HostArch: vmm.AArch64, MAC: mac})
 	if err != nil {
 		t.Fatal(err)
 	}
 	mac[5] = 0
 	if p1.MAC.String() != "52:54:00:12:34:56" {
 		t.Errorf("MAC %s, want 52:54:00:12:34:56", p1.MAC)
-	}
-}
-
-func TestKernelFormats(t *testing.T) {
-	img := fakeImage()
-	notImage := bytes.Repeat([]byte("not a kernel "), 100)
-	for _, tc := range []struct {
-		name   string
-		kernel []byte
-		format KernelFormat
-		want   string // error text; "" for success
-	}{
-		{"Image", img, KernelImage, ""},
-		{"Image.gz", gzipped(t, img), KernelGzip, ""},
-		{"zboot gzip", zboot(gzipped(t, img), "gzip"), KernelZbootGzip, ""},
-		{"zboot zstd", zboot([]byte{0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3}, "zstd"), "", "EFI zboot image compressed with zstd"},
-		{"zboot payload out of the file", zboot(gzipped(t, img), "gzip")[:0x210], "", "outside the"},
-		{"zstd", append([]byte{0x28, 0xb5, 0x2f, 0xfd}, notImage...), "", "compressed with zstd"},
-		{"xz", append([]byte{0xfd, '7', 'z', 'X', 'Z', 0}, notImage...), "", "compressed with xz"},
-		{"not an Image", notImage, "", "is not an arm64 Linux Image"},
-		{"short file", []byte("ARM"), "", "is not an arm64 Linux Image"},
-		{"empty file", nil, "", "is not an arm64 Linux Image"},
-		{"gzip of something else", gzipped(t, notImage), "", "does not hold an arm64 Linux Image"},
-		{"zboot gzip of something else", zboot(gzipped(t, notImage), "gzip"), "", "does not hold an arm64 Linux Image"},
-		{"corrupt gzip", []byte{0x1f, 0x8b, 0, 0, 0}, "", "gzip"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			vm := baseVM(t, tc.kernel)
-			p, err := NewPlan(vm, arm)
-			if tc.want != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("got error %v, want one containing %q", err, tc.want)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if p.KernelFormat != tc.format || p.KernelSource != vm.Kernel {
-				t.Errorf("format %q source %q", p.KernelFormat, p.KernelSource)
-			}
-			if !tc.format.Compressed() {
-				if p.Kernel != vm.Kernel {
-					t.Errorf("uncompressed kernel planned as %s", p.Kernel)
-				}
-				return
-			}
-			if want := filepath.Join(vm.RunDir, "Image"); p.Kernel != want {
-				t.Errorf("kernel %s, want %s", p.Kernel, want)
-			}
-			if _, err := os.Stat(p.Kernel); !os.IsNotExist(err) {
-				t.Errorf("NewPlan wrote the kernel: %v", err)
-			}
-			if err := p.Prepare(); err != nil {
-				t.Fatal(err)
-			}
-			got, err := os.ReadFile(p.Kernel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, img) {
-				t.Errorf("decompressed %d bytes, not the Image", len(got))
-			}
-			if entries, _ := os.ReadDir(vm.RunDir); len(entries) != 1 {
-				t.Errorf("run directory holds %v, want only Image", entries)
-			}
-		})
-	}
-}
-
-func TestCompressedKernelNeedsRunDir(t *testing.T) {
-	vm := baseVM(t, gzipped(t, fakeImage()))
-	vm.RunDir = ""
-	if _, err := NewPlan(vm, arm); err == nil || !strings.Contains(err.Error(), "no run directory") {
-		t.Errorf("got %v", err)
-	}
-}
-
-func TestPrepareRejectsChangedKernel(t *testing.T) {
-	// The kernel changed between planning and preparing: still checked.
-	vm := baseVM(t, gzipped(t, fakeImage()))
-	p, err := NewPlan(vm, arm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Dir(vm.Kernel), filepath.Base(vm.Kernel), gzipped(t, []byte(strings.Repeat("x", 200))))
-	if err := p.Prepare(); err == nil || !strings.Contains(err.Error(), "not an arm64 Linux Image") {
-		t.Errorf("got %v", err)
-	}
-	if entries, _ := os.ReadDir(vm.RunDir); len(entries) != 0 {
-		t.Errorf("a failed Prepare left %v", entries)
 	}
 }

@@ -8,11 +8,11 @@ import (
 	"io"
 	"runtime"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // Start fails: this build has no Virtualization.framework adapter.
-func (Backend) Start(ctx context.Context, vm *launcher.VM, console launcher.Console, log io.Writer) (launcher.Machine, error) {
+func (Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log io.Writer) (vmm.Machine, error) {
 	return nil, errUnavailable()
 }
 

@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 func TestStubStartExplains(t *testing.T) {
-	m, err := Backend{}.Start(context.Background(), &launcher.VM{}, launcher.Console{}, nil)
+	m, err := Backend{}.Start(context.Background(), &vmm.VM{}, vmm.Console{}, nil)
 	if m != nil || err == nil {
 		t.Fatalf("Start = %v, %v", m, err)
 	}

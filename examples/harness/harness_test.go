@@ -11,6 +11,7 @@ import (
 	"github.com/sonix-run/sonix-run/examples/testsystem"
 	"github.com/sonix-run/sonix-run/harness"
 	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 func TestThreeCommandsOneBoot(t *testing.T) {
@@ -20,7 +21,7 @@ func TestThreeCommandsOneBoot(t *testing.T) {
 		Target:     sys.Toplevel,
 		StoreDir:   sys.StoreDir,
 		ModulesDir: sys.ModulesDir,
-		Accel:      launcher.AccelAuto,
+		Accel:      vmm.AccelAuto,
 	})
 	vm.MustWaitFor(t, `^sonix-test: root-fstype=tmpfs$`)
 

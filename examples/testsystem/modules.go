@@ -35,6 +35,8 @@ var stage1Modules = []stage1Module{
 	{"virtio_console", false},
 	{"virtio_blk", false},
 	{"virtio_net", false},
+	{"crc32c_generic", false}, // ext4 asks for crc32c when it mounts
+	{"ext4", false},           // the --state disk (formatted ext2 by busybox mke2fs)
 }
 
 // kmodule is one kernel module file chosen for the initrd.

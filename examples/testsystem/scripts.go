@@ -8,10 +8,10 @@ import (
 // busyboxApplets are the applet links created next to busybox, both in the
 // store and in the initrd. All exist in Debian's busybox-static 1.35.
 var busyboxApplets = []string{
-	"[", "ash", "awk", "basename", "cat", "chmod", "chroot", "cp", "cttyhack",
+	"[", "ash", "awk", "basename", "cat", "chmod", "chown", "chroot", "cp", "cttyhack",
 	"cut", "date", "df", "dirname", "dmesg", "du", "echo", "env", "false",
-	"find", "free", "grep", "halt", "head", "hostname", "id", "insmod", "kill",
-	"less", "ln", "ls", "lsmod", "mkdir", "mknod", "modinfo", "modprobe",
+	"find", "free", "grep", "halt", "head", "hostname", "httpd", "id", "ip", "insmod", "kill",
+	"less", "ln", "mke2fs", "nc", "base64", "ls", "sha256sum", "md5sum", "od", "dd", "wget", "ping", "diff", "cmp", "tar", "gzip", "timeout", "nproc", "lsmod", "mkdir", "mknod", "modinfo", "modprobe",
 	"more", "mount", "mv", "poweroff", "printf", "ps", "pwd", "readlink",
 	"reboot", "rm", "rmdir", "rmmod", "sed", "seq", "setsid", "sh", "sleep",
 	"sort", "stat", "stty", "switch_root", "sync", "tail", "tee", "test",
@@ -28,8 +28,9 @@ func shQuote(s string) string {
 }
 
 // stage1Script is the initrd's /init. It runs under busybox sh as PID 1.
-// modules are paths inside the initrd, in load order.
-func stage1Script(modules []string) string {
+// modules are paths inside the initrd, in load order, built for kernel
+// release.
+func stage1Script(release string, modules []string) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 # sonix-run test system, stage 1: load the virtio/virtiofs drivers, build a
@@ -55,10 +56,26 @@ load() {
 	esac
 }
 `)
+	// Another kernel (sonix-run --kernel) cannot load these modules: it
+	// boots only with the drivers built in, which the mount below checks.
+	fmt.Fprintf(&b, "if [ \"$(uname -r)\" = %s ]; then\n\t:\n", shQuote(release))
 	for _, m := range modules {
-		fmt.Fprintf(&b, "load %s\n", shQuote(m))
+		fmt.Fprintf(&b, "\tload %s\n", shQuote(m))
 	}
+	fmt.Fprintf(&b, "else\n\techo \"sonix-test: kernel $(uname -r) is not \"%s\", whose modules this initrd holds; using its built-in drivers\"\nfi\n", shQuote(release))
 	b.WriteString(`
+# The kernel opened /dev/console for this script before virtio_console was
+# loaded: under Virtualization.framework (console=hvc0) everything written so
+# far went nowhere. Once hvc0 exists, reopen the console (a failed exec
+# redirection would end PID 1, hence the test in a subshell first).
+case " $(cat /proc/cmdline) " in
+*" console=hvc0"*)
+	i=0
+	while [ ! -e /sys/class/tty/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+	if (exec >/dev/console) 2>/dev/null; then exec </dev/console >/dev/console 2>&1; fi
+	;;
+esac
+
 init=
 for arg in $(cat /proc/cmdline); do
 	case "$arg" in
@@ -72,6 +89,8 @@ mkdir -p /sysroot/nix/store /sysroot/lib/modules /sysroot/dev /sysroot/proc /sys
 	fail "cannot create directories in the tmpfs root"
 chmod 1777 /sysroot/tmp
 chmod 0700 /sysroot/root
+grep -qw virtiofs /proc/filesystems ||
+	fail "kernel $(uname -r) has no virtiofs: it needs CONFIG_VIRTIO_PCI=y CONFIG_FUSE_FS=y CONFIG_VIRTIO_FS=y (sonix-run kconfig)"
 mount -t virtiofs -o ro store /sysroot/nix/store ||
 	fail "cannot mount virtiofs tag 'store' on /nix/store (is a vhost-user-fs device with tag=store attached?)"
 if ! mount -t virtiofs -o ro modules /sysroot/lib/modules 2>/dev/null; then
@@ -88,8 +107,9 @@ fail "switch_root to $init failed"
 }
 
 // stage2Script is the system's init, run by stage 1 through switch_root.
-// bin is the guest path of the busybox bin directory in the store.
-func stage2Script(bin string) string {
+// bin is the guest path of the busybox bin directory in the store, agent
+// that of the guest agent.
+func stage2Script(bin, agent string) string {
 	return fmt.Sprintf(`#!%[1]s/sh
 # sonix-run test system, stage 2: report what the guest sees, then do what
 # the kernel parameter sonix.test= asks (poweroff, panic, reboot, hang,
@@ -146,55 +166,77 @@ done
 echo "sonix-test: block=${block:-none}"
 echo "sonix-test: cmdline=$cmdline"
 
-# The guest side of sonix-run's host-guest protocol (docs/harness.md): when
-# the ports are there, serve run requests until asked to power off.
-port() {
-	for p in /sys/class/virtio-ports/*; do
-		[ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${p##*/}"; return 0; }
+# The --state disk (serial sonix-state, announced by sonix.state): a blank
+# disk is formatted on first boot, one with data is never formatted; /home
+# lives on it, so what is written there survives the run.
+case " $cmdline " in
+*" sonix.state "* | *" sonix.state="*)
+	state=
+	for b in /sys/block/vd*; do
+		[ "$(cat "$b/serial" 2>/dev/null)" = sonix-state ] && state=/dev/${b##*/}
 	done
-	return 1
-}
-serve_agent() {
-	ctl=$(port org.sonix-run.ctl) || return 1
-	out=$(port org.sonix-run.stdout) && err=$(port org.sonix-run.stderr) && in=$(port org.sonix-run.stdin) || {
-		echo "sonix-test: agent: ports missing"
-		return 1
-	}
-	echo "sonix-test: agent ready on $ctl"
-	exec 3<>"$ctl"
-	echo "ready 1" >&3
-	while read -r verb nonce id stdin cmd64 <&3; do
-		case "$verb" in
-			run)
-				src=/dev/null
-				[ "$stdin" = port ] && src=$in
-				# Run in a subshell from /: the command gets neither the nonce
-				# (not exported) nor the agent's file descriptors.
-				(cd / && exec 3>&- && sh -c "$(echo "$cmd64" | base64 -d)") <"$src" >"$out" 2>"$err"
-				status=$?
-				printf '\0sonix-end %%s %%s\n' "$nonce" "$id" >"$out"
-				printf '\0sonix-end %%s %%s\n' "$nonce" "$id" >"$err"
-				echo "exit $nonce $id $status" >&3
-				;;
-			poweroff)
-				return 0
-				;;
-		esac
-	done
-}
-# sonix.test=noagent: a system without an agent, for sonix-run's boot-failure case.
-case " $(cat /proc/cmdline) " in
-	*" sonix.test=noagent "*) noagent=1 ;;
-	*) noagent= ;;
+	if [ -z "$state" ]; then
+		echo "sonix-test: sonix.state given but no disk with serial sonix-state"
+	else
+		mkdir -p /sonix-state
+		if [ "$(head -c 65536 "$state" | tr -d '\000' | wc -c)" -eq 0 ]; then
+			echo "sonix-test: formatting the blank state disk $state"
+			mke2fs -q -L sonix-state "$state"
+		fi
+		if mount -t ext2 "$state" /sonix-state; then
+			mkdir -p /sonix-state/home /home
+			mount --bind /sonix-state/home /home
+			echo "sonix-test: state on $state"
+		else
+			echo "sonix-test: cannot mount the state disk $state; it is left as it is"
+		fi
+	fi
+	;;
 esac
-if [ -z "$noagent" ] && [ -e /sys/class/virtio-ports ] && port org.sonix-run.ctl >/dev/null; then
-	serve_agent
-	echo "sonix-test: powering off"
-	sync
-	poweroff -f
-fi
 
-action=poweroff
+# /bin/sh, as NixOS has it: scripts copied in name it in their #! line.
+mkdir -p /bin
+ln -sf %[1]s/sh /bin/sh
+
+# /etc for the agent's --user and tty modes: root, and an unprivileged
+# user for tests that must not run as root.
+mkdir -p /dev/pts /etc /home/sonix
+mountpoint /dev/pts || mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts
+echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd
+echo 'sonix:x:1000:1000:sonix test user:/home/sonix:/bin/sh' >> /etc/passwd
+printf 'root:x:0:\nsonix:x:1000:\n' > /etc/group
+chown 1000:1000 /home/sonix
+hostname sonix-test
+
+# Static addresses from the kernel command line, for virtual LANs (--vlan):
+# sonix.ip=ADDR/PREFIX,MAC on the NIC with that MAC, or without ,MAC on
+# every Ethernet NIC (the NixOS module's sonix-run.staticAddress does the same).
+ip link set lo up
+set -f
+specs=
+for arg in $cmdline; do
+	case "$arg" in
+		sonix.ip=*) specs="$specs ${arg#sonix.ip=}" ;;
+	esac
+done
+set +f
+for spec in $specs; do
+	addr=${spec%%%%,*}
+	mac=
+	case "$spec" in *,*) mac=${spec#*,} ;; esac
+	for n in /sys/class/net/*; do
+		dev=${n##*/}
+		[ "$dev" != lo ] || continue
+		[ -z "$mac" ] || [ "$(cat "$n/address")" = "$mac" ] || continue
+		ip link set "$dev" up && ip addr add "$addr" dev "$dev" && echo "sonix-test: $dev has $addr"
+	done
+done
+
+# sonix-run's guest agent (docs/harness.md), when sonix-run gave the guest
+# its port, runs beside whatever sonix.test= asks; without an action it is
+# what the system does until it is asked to power off. sonix.test=noagent
+# leaves it out, for the boot-failure case.
+action=
 set -f
 for arg in $cmdline; do
 	case "$arg" in
@@ -202,6 +244,22 @@ for arg in $cmdline; do
 	esac
 done
 set +f
+agent_port=
+for p in /sys/class/virtio-ports/*; do
+	[ "$(cat "$p/name" 2>/dev/null)" = org.sonix-run.agent ] && agent_port=1
+done
+if [ "$action" != noagent ] && [ -n "$agent_port" ]; then
+	echo "sonix-test: starting the agent"
+	%[2]s &
+	agent_pid=$!
+	if [ -z "$action" ]; then
+		wait $agent_pid
+		echo "sonix-test: the agent exited ($?); powering off"
+		sync
+		poweroff -f
+	fi
+fi
+[ -n "$action" ] || action=poweroff
 
 case "$action" in
 	poweroff) ;;
@@ -240,5 +298,5 @@ esac
 echo "sonix-test: powering off"
 sync
 poweroff -f
-`, bin)
+`, bin, agent)
 }

@@ -278,8 +278,26 @@ func Build(dir string, in Inputs, opt Options) (*System, error) {
 	}
 	guestInitrd := path.Join(GuestStore, irPath, "initrd")
 
+	// the guest agent
+	agentData, err := agentBinary(in.Arch)
+	if err != nil {
+		return nil, err
+	}
+	agName := "sonix-run-agent"
+	agPath := storeHash(agName, opt.Salt, agentData) + "-" + agName
+	if err := freshDir(filepath.Join(store, agPath)); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(filepath.Join(store, agPath, "bin"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(store, agPath, "bin", agName), agentData, 0o555); err != nil {
+		return nil, err
+	}
+	guestAgent := path.Join(GuestStore, agPath, "bin", agName)
+
 	// toplevel
-	init := stage2Script(bbBin)
+	init := stage2Script(bbBin, guestAgent)
 	sysName := "sonix-test-system"
 	sysPath := storeHash(sysName, opt.Salt, []byte(init), []byte(guestKernel), []byte(guestInitrd),
 		[]byte(strings.Join(params, "\x00")), []byte(in.Arch)) + "-" + sysName
@@ -456,7 +474,7 @@ func buildInitrd(busybox []byte, modRoot string) ([]byte, error) {
 		check(cw.File(p, 0o644, data))
 		loads = append(loads, "/"+p)
 	}
-	check(cw.File("init", 0o755, []byte(stage1Script(loads))))
+	check(cw.File("init", 0o755, []byte(stage1Script(ver, loads))))
 	check(cw.Close())
 	if werr != nil {
 		return nil, werr

@@ -268,8 +268,8 @@ func TestScriptsParse(t *testing.T) {
 		t.Skip("no /bin/busybox to syntax-check the scripts with")
 	}
 	for name, script := range map[string]string{
-		"stage1": stage1Script([]string{"/lib/modules/v/kernel/a.ko", "/lib/modules/v/kernel/b b.ko.xz"}),
-		"stage2": stage2Script("/nix/store/00000000000000000000000000000000-busybox/bin"),
+		"stage1": stage1Script("6.1.0-test", []string{"/lib/modules/v/kernel/a.ko", "/lib/modules/v/kernel/b b.ko.xz"}),
+		"stage2": stage2Script("/nix/store/00000000000000000000000000000000-busybox/bin", "/nix/store/00000000000000000000000000000000-sonix-run-agent/bin/sonix-run-agent"),
 	} {
 		cmd := exec.Command(sh, "sh", "-n")
 		cmd.Stdin = strings.NewReader(script)
@@ -316,13 +316,13 @@ func TestBuild(t *testing.T) {
 		byName[name] = e.Name()
 	}
 	kname := "linux-" + in.KernelVersion
-	for _, n := range []string{"busybox", kname, "initrd-sonix-test", "sonix-test-system"} {
+	for _, n := range []string{"busybox", kname, "initrd-sonix-test", "sonix-run-agent", "sonix-test-system"} {
 		if byName[n] == "" {
 			t.Errorf("no store path named %s in %v", n, ents)
 		}
 	}
-	if len(ents) != 4 {
-		t.Errorf("store has %d entries, want 4", len(ents))
+	if len(ents) != 5 {
+		t.Errorf("store has %d entries, want 5", len(ents))
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -501,8 +501,8 @@ func TestBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	ents3, _ := os.ReadDir(sys3.StoreDir)
-	if len(ents3) != 8 {
-		t.Errorf("salted build into the same dir: %d store entries, want 8 (4 old + 4 new)", len(ents3))
+	if len(ents3) != 10 {
+		t.Errorf("salted build into the same dir: %d store entries, want 10 (5 old + 5 new)", len(ents3))
 	}
 	if target, _ := os.Readlink(filepath.Join(dir2, "result")); target != sys3.Toplevel {
 		t.Errorf("result not updated to the salted build: %s", target)

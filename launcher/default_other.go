@@ -1,5 +1,0 @@
-//go:build !darwin
-
-package launcher
-
-const defaultBackendName = "qemu"

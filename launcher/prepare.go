@@ -1,0 +1,341 @@
+package launcher
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sonix-run/sonix-run/bootjson"
+	"github.com/sonix-run/sonix-run/nixbuild"
+	"github.com/sonix-run/sonix-run/vmm"
+)
+
+// plan is a checked run: the normalised Config, the VM it describes and the
+// backend that boots it.
+type plan struct {
+	cfg     Config
+	vm      *vmm.VM
+	backend vmm.Backend
+	// toplevel is the system's store path (for the guest's Nix database).
+	toplevel string
+	// systemKernel is boot.json's kernel on the host (for the preflight).
+	systemKernel string
+}
+
+// Validate checks everything that can be checked before anything starts:
+// flags, boot.json and the files it names, the files the flags name, and
+// what the backend can do. It changes nothing, c included. A target that is
+// a Nix installable is checked only as far as it can be without building it.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if err := c.checkFlags(); err != nil {
+		return bad(err)
+	}
+	if nixbuild.IsInstallable(c.Target) {
+		return bad(c.checkHost())
+	}
+	_, err := prepare(c)
+	return err
+}
+
+func bad(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
+	return &Error{Reason: BadInput, Err: err}
+}
+
+// prepare turns a Config (with defaults, flags checked, target built) into
+// a plan. Every error is a BadInput *Error.
+func prepare(c Config) (*plan, error) {
+	if err := c.checkHost(); err != nil {
+		return nil, bad(err)
+	}
+	abs := func(p string) string {
+		if p == "" {
+			return ""
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	// Helpers run elsewhere (virtiofsd chroots into its directory) and a
+	// --dry-run script may be pasted anywhere: every host path is absolute.
+	c.StoreDir = abs(c.StoreDir)
+	if c.ModulesDir != "" {
+		c.ModulesDir = ModulesTree(abs(c.ModulesDir))
+	}
+	doc, err := bootjson.LoadStore(c.Target, c.StoreDir)
+	if err != nil {
+		return nil, bad(err)
+	}
+	spec, err := doc.Select(c.Specialisation)
+	if err != nil {
+		return nil, bad(err)
+	}
+	paths, err := spec.Locate(doc.Path, c.StoreDir)
+	if err != nil {
+		return nil, bad(err)
+	}
+	arch, err := vmm.ArchOfSystem(spec.System)
+	if err != nil {
+		return nil, bad(fmt.Errorf("%s: %w", doc.Path, err))
+	}
+	systemKernel := paths.Kernel
+	kernelWhat := doc.Path + ": org.nixos.bootspec.v1.kernel"
+	if c.Kernel != "" {
+		paths.Kernel, kernelWhat = abs(c.Kernel), "--kernel"
+	}
+	if c.Initrd != "" {
+		paths.Initrd = abs(c.Initrd)
+	}
+	backend, err := vmm.Lookup(c.Backend)
+	if err != nil {
+		return nil, bad(err)
+	}
+	vm := &vmm.VM{
+		Name:       c.Name,
+		Arch:       arch,
+		Accel:      c.Accel,
+		CPUs:       c.CPUs,
+		MemoryMiB:  c.MemoryMiB,
+		Kernel:     paths.Kernel,
+		KernelAsIs: c.KernelAsIs,
+		Initrd:     paths.Initrd,
+		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
+		UserParams: append([]string(nil), c.Append...),
+		GDBPort:    c.GDBPort,
+		GDBWait:    c.GDBWait,
+		QEMUArgs:   append([]string(nil), c.QEMUArgs...),
+		Rosetta:    c.Rosetta,
+		// A VM named by the user is one to reach with exec: give it the
+		// agent's port where the backend has one.
+		Agent:   c.Agent || c.Command != nil || (c.Name != "" && backend.Features().Agent),
+		Network: vmm.Network{Mode: c.Net, Forwards: append([]vmm.Forward(nil), c.Forwards...)},
+		Shares:  []vmm.Share{{Tag: c.StoreTag, HostDir: c.StoreDir, ReadOnly: true, Cache: vmm.CacheAlways}},
+	}
+	if c.ModulesDir != "" {
+		vm.Shares = append(vm.Shares, vmm.Share{Tag: c.ModulesTag, HostDir: c.ModulesDir, ReadOnly: true, Cache: vmm.CacheAuto})
+	}
+	for _, s := range c.Shares {
+		s.HostDir = abs(s.HostDir)
+		vm.Shares = append(vm.Shares, s)
+	}
+	for _, d := range c.Disks {
+		d.Path = abs(d.Path)
+		vm.Disks = append(vm.Disks, d)
+	}
+	if c.Workdir != "" {
+		vm.Shares = append(vm.Shares, vmm.Share{Tag: WorkdirTag, HostDir: c.Workdir, ReadOnly: c.WorkdirReadOnly, Cache: vmm.CacheAuto})
+	}
+	if c.State != "" {
+		c.State = abs(c.State)
+		vm.Disks = append(vm.Disks, vmm.Disk{Path: c.State, Format: stateFormat(c.State), Serial: StateSerial})
+		vm.UserParams = append([]string{StateParam}, vm.UserParams...)
+	}
+	if c.DumpPath != "" {
+		vm.DumpPath = abs(c.DumpPath)
+	}
+	for _, v := range c.VLANs {
+		lan, _, _ := parseVLAN(v) // checked by checkFlags
+		vm.Network.VLANs = append(vm.Network.VLANs, vmm.VLANPort{LAN: lan})
+	}
+	if err := vm.Validate(); err != nil {
+		return nil, bad(err)
+	}
+	if err := checkFeatures(vm, backend); err != nil {
+		return nil, bad(err)
+	}
+	if err := checkKernelImage(kernelWhat, vm.Kernel, arch); err != nil {
+		return nil, bad(err)
+	}
+	return &plan{cfg: c, vm: vm, backend: backend, toplevel: spec.Toplevel, systemKernel: systemKernel}, nil
+}
+
+// checkHost checks the files and host resources the flags name.
+func (c *Config) checkHost() error {
+	if err := checkDir("--store", c.StoreDir); err != nil {
+		return err
+	}
+	if c.ModulesDir != "" {
+		if err := checkDir("--modules", c.ModulesDir); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct{ flag, path string }{{"--kernel", c.Kernel}, {"--initrd", c.Initrd}} {
+		if f.path != "" {
+			if err := checkFile(f.flag, f.path); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range c.Shares {
+		if err := checkDir("--share", s.HostDir); err != nil {
+			return err
+		}
+	}
+	for _, d := range c.Disks {
+		if err := checkFile("--disk", d.Path); err != nil {
+			return fmt.Errorf("%w (block devices are not supported)", err)
+		}
+	}
+	if c.Workdir != "" {
+		if err := checkDir("--cwd", c.Workdir); err != nil {
+			return err
+		}
+	}
+	if c.State != "" {
+		if st, err := os.Stat(c.State); err == nil && !st.Mode().IsRegular() {
+			return fmt.Errorf("--state %s: not a regular file (a disk image sonix-run creates on first use)", c.State)
+		} else if err != nil {
+			if err := checkDir("--state", filepath.Dir(c.State)); err != nil {
+				return fmt.Errorf("%w (the image's directory must exist)", err)
+			}
+		}
+	}
+	if c.DumpPath != "" {
+		if st, err := os.Stat(c.DumpPath); err == nil && st.IsDir() {
+			return fmt.Errorf("--dump %s: is a directory; expected a file to write the vmcore to", c.DumpPath)
+		}
+		if err := checkDir("--dump", filepath.Dir(c.DumpPath)); err != nil {
+			return fmt.Errorf("%w (the dump's directory must exist)", err)
+		}
+	}
+	if c.ConsoleLog != "" {
+		if st, err := os.Stat(c.ConsoleLog); err == nil && st.IsDir() {
+			return fmt.Errorf("--console-log %s: is a directory; expected a file to append to", c.ConsoleLog)
+		}
+		if err := checkDir("--console-log", filepath.Dir(c.ConsoleLog)); err != nil {
+			return fmt.Errorf("%w (the log's directory must exist)", err)
+		}
+	}
+	if total := hostMemoryMiB(); total > 0 && c.MemoryMiB > total {
+		return fmt.Errorf("--memory %dM: this host has only %dM", c.MemoryMiB, total)
+	}
+	if !c.DryRun {
+		if err := checkPortsFree(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkPortsFree tells at once when a host port the VM would listen on is
+// taken, instead of QEMU failing after everything else has started.
+func checkPortsFree(c *Config) error {
+	try := func(flag, proto string, port int) error {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if proto == "udp" {
+			l, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return fmt.Errorf("%s: host port udp:%d is not free: %v", flag, port, err)
+			}
+			return l.Close()
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s: host port tcp:%d is not free: %v", flag, port, err)
+		}
+		return l.Close()
+	}
+	for _, f := range c.Forwards {
+		if err := try("--forward "+f.String(), f.Proto, f.HostPort); err != nil {
+			return err
+		}
+	}
+	if c.GDBPort != 0 {
+		return try(fmt.Sprintf("--gdb=%d", c.GDBPort), "tcp", c.GDBPort)
+	}
+	return nil
+}
+
+// checkFeatures refuses what the backend cannot do, in one place for all backends.
+func checkFeatures(vm *vmm.VM, b vmm.Backend) error {
+	f := b.Features()
+	refuse := func(what string) error {
+		return fmt.Errorf("%s: the %s backend does not support it", what, b.Name())
+	}
+	switch {
+	case vm.GDBPort != 0 && !f.GDB:
+		return refuse("--gdb")
+	case len(vm.Network.Forwards) > 0 && !f.Forwards:
+		return refuse("--forward")
+	case len(vm.Disks) > 0 && !f.Disks:
+		if vm.Disks[0].Serial == StateSerial {
+			return refuse("--state")
+		}
+		return refuse("--disk")
+	case vm.Agent && !f.Agent:
+		return refuse("running commands in the guest (--run, exec, the Go harness)")
+	case len(vm.QEMUArgs) > 0 && !f.RawQEMUArgs:
+		return refuse("--qemu-arg")
+	case vm.Rosetta && !f.Rosetta:
+		return refuse("--rosetta")
+	case vm.Network.Mode == vmm.NetNone && !f.NetNone:
+		return refuse("--net none")
+	case len(vm.Network.VLANs) > 0 && !f.VLAN:
+		return refuse("--vlan")
+	case vm.DumpPath != "" && !f.Dump:
+		return refuse("--dump")
+	}
+	return nil
+}
+
+// checkDir reports a clear error unless path is an existing directory.
+func checkDir(flag, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, path, unwrapPath(err))
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s %s: not a directory", flag, path)
+	}
+	return nil
+}
+
+// checkFile reports a clear error unless path is an existing regular file.
+func checkFile(flag, path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", flag, path, unwrapPath(err))
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %s: not a regular file", flag, path)
+	}
+	return nil
+}
+
+// unwrapPath drops the path a *PathError repeats.
+func unwrapPath(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// hostMemoryMiB is the host's RAM, 0 where it cannot be read.
+func hostMemoryMiB() int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024
+		}
+	}
+	return 0
+}

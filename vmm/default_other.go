@@ -1,0 +1,5 @@
+//go:build !darwin
+
+package vmm
+
+const defaultBackendName = "qemu"

@@ -1,0 +1,159 @@
+package vmm
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Network is the guest's network: a NAT NIC (NetUser) first, then one NIC
+// per virtual LAN, in order (with NetNone the first LAN's NIC is eth0).
+type Network struct {
+	Mode     string // NetUser or NetNone
+	Forwards []Forward
+	VLANs    []VLANPort
+}
+
+// VLANPort is the VM's NIC on a virtual LAN shared with other VMs of the
+// same user (package vlan runs the switch; the launcher joins it).
+type VLANPort struct {
+	LAN    string
+	Socket string // the switch's stream socket for this VM (set at boot)
+	MAC    string // stable per VM and LAN, e.g. 02:xx:xx:xx:xx:xx
+}
+
+const (
+	NetUser = "user" // NAT through the hypervisor, no privileges needed
+	NetNone = "none"
+)
+
+// ParseNet reads --net.
+func ParseNet(s string) (string, error) {
+	switch s {
+	case NetUser, NetNone:
+		return s, nil
+	}
+	return "", fmt.Errorf("--net %q: expected user or none", s)
+}
+
+// Forward forwards a port on the host's loopback to the guest.
+type Forward struct {
+	Proto     string // "tcp" or "udp"
+	HostPort  int
+	GuestPort int
+}
+
+func (f Forward) String() string { return fmt.Sprintf("%s:%d:%d", f.Proto, f.HostPort, f.GuestPort) }
+
+// ParseForward reads PROTO:HOSTPORT:GUESTPORT (--forward).
+func ParseForward(s string) (Forward, error) {
+	parts := strings.Split(s, ":")
+	bad := fmt.Errorf("--forward %q: expected tcp:HOSTPORT:GUESTPORT or udp:HOSTPORT:GUESTPORT, ports 1 to 65535", s)
+	if len(parts) != 3 || (parts[0] != "tcp" && parts[0] != "udp") {
+		return Forward{}, bad
+	}
+	var ports [2]int
+	for i, p := range parts[1:] {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Forward{}, bad
+		}
+		ports[i] = n
+	}
+	return Forward{Proto: parts[0], HostPort: ports[0], GuestPort: ports[1]}, nil
+}
+
+// Disk is a host image file attached as a virtio block device.
+type Disk struct {
+	Path     string
+	Format   string // "raw" or "qcow2"
+	ReadOnly bool
+	Serial   string // the guest sees /dev/disk/by-id/virtio-SERIAL; "" lets the backend number them
+}
+
+// StateSerial is the serial of the disk that keeps a guest's state
+// (sonix-run --state): the guest finds it as
+// /dev/disk/by-id/virtio-sonix-state, and messages name --state for it.
+const StateSerial = "sonix-state"
+
+// ParseDisk reads FILE[,format=raw|qcow2][,ro] (--disk). Without a format, a
+// .qcow2 file is qcow2 and anything else raw (QEMU's own guess is unsafe: a
+// raw image can look like another format). The file is checked later.
+func ParseDisk(s string) (Disk, error) {
+	parts := strings.Split(s, ",")
+	d := Disk{Path: parts[0]}
+	for _, opt := range parts[1:] {
+		switch {
+		case opt == "ro":
+			d.ReadOnly = true
+		case opt == "format=raw" || opt == "format=qcow2":
+			d.Format = strings.TrimPrefix(opt, "format=")
+		default:
+			return Disk{}, fmt.Errorf("--disk %q: unknown option %q (expected format=raw, format=qcow2 or ro; a file name cannot hold a comma)", s, opt)
+		}
+	}
+	if d.Path == "" {
+		return Disk{}, fmt.Errorf("--disk %q: no file", s)
+	}
+	if d.Format == "" {
+		d.Format = "raw"
+		if strings.HasSuffix(d.Path, ".qcow2") {
+			d.Format = "qcow2"
+		}
+	}
+	return d, nil
+}
+
+// ParseShare reads HOSTDIR:TAG[:ro] (--share). The directory is checked later.
+func ParseShare(s string) (Share, error) {
+	i := strings.LastIndex(s, ":")
+	ro := false
+	if i >= 0 && s[i+1:] == "ro" {
+		ro, s = true, s[:i]
+		i = strings.LastIndex(s, ":")
+	}
+	if i <= 0 || i == len(s)-1 {
+		return Share{}, fmt.Errorf("--share %q: expected HOSTDIR:TAG or HOSTDIR:TAG:ro", s)
+	}
+	dir, tag := s[:i], s[i+1:]
+	if err := CheckTag(tag); err != nil {
+		return Share{}, fmt.Errorf("--share %q: %w", s, err)
+	}
+	return Share{Tag: tag, HostDir: dir, ReadOnly: ro, Cache: CacheAuto}, nil
+}
+
+// ParseSize reads a size such as 512M, 2G, 1536 (MiB by default), 2GiB or
+// 100K, and returns bytes. flag names it in errors.
+func ParseSize(flag, s string) (int64, error) {
+	num, unit := strings.TrimSpace(s), ""
+	for len(num) > 0 && (num[len(num)-1] < '0' || num[len(num)-1] > '9') {
+		num, unit = num[:len(num)-1], num[len(num)-1:]+unit
+	}
+	mult := map[string]int64{
+		"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
+		"kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+	}[strings.ToLower(unit)]
+	v, err := strconv.ParseUint(num, 10, 63)
+	if mult == 0 || err != nil || v == 0 || v > uint64(math.MaxInt64/mult) {
+		return 0, fmt.Errorf("%s %q: expected a positive size with an optional unit, such as 512M or 2G", flag, s)
+	}
+	return int64(v) * mult, nil
+}
+
+// ParseMemory reads --memory and returns MiB, within MinMemoryMiB..MaxMemoryMiB.
+func ParseMemory(s string) (int, error) {
+	b, err := ParseSize("--memory", s)
+	if err != nil {
+		return 0, err
+	}
+	if b%(1<<20) != 0 {
+		return 0, fmt.Errorf("--memory %q: expected whole MiB", s)
+	}
+	mib := b >> 20
+	if mib < MinMemoryMiB || mib > MaxMemoryMiB {
+		return 0, fmt.Errorf("--memory %q: expected %dM to %dT", s, MinMemoryMiB, MaxMemoryMiB>>20)
+	}
+	return int(mib), nil
+}
