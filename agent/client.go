@@ -130,19 +130,32 @@ func bindContext(ctx context.Context, conn net.Conn) (unbind func()) {
 	}
 }
 
+// begin opens a stream for req, ties it to ctx and sends the request; end
+// unties and closes it.
+func (c *Client) begin(ctx context.Context, req *wire.Request) (k *call, end func(), err error) {
+	if k, err = c.open(ctx, req); err != nil {
+		return nil, nil, err
+	}
+	unbind := bindContext(ctx, k.conn)
+	end = func() {
+		unbind()
+		k.conn.Close()
+	}
+	if err := k.sendRequest(ctx); err != nil {
+		end()
+		return nil, nil, err
+	}
+	return k, end, nil
+}
+
 // simple runs an operation whose answer is one frame, and returns that
 // reply's payload.
 func (c *Client) simple(ctx context.Context, req *wire.Request) ([]byte, error) {
-	k, err := c.open(ctx, req)
+	k, end, err := c.begin(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	defer k.conn.Close()
-	unbind := bindContext(ctx, k.conn)
-	defer unbind()
-	if err := k.sendRequest(ctx); err != nil {
-		return nil, err
-	}
+	defer end()
 	f, err := k.r.Next()
 	if err != nil {
 		return nil, k.fail(ctx, "replying", err)

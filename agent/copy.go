@@ -23,16 +23,11 @@ func (c *Client) CopyTo(ctx context.Context, hostSrc, guestDst string) error {
 		return fmt.Errorf("agent: put: %w", err)
 	}
 	req := &wire.Request{Version: wire.Version, Op: wire.OpPut, Put: &wire.PathRequest{Path: wire.ByteString(guestDst)}}
-	k, err := c.open(ctx, req)
+	k, end, err := c.begin(ctx, req)
 	if err != nil {
 		return err
 	}
-	defer k.conn.Close()
-	unbind := bindContext(ctx, k.conn)
-	defer unbind()
-	if err := k.sendRequest(ctx); err != nil {
-		return err
-	}
+	defer end()
 	f, err := k.r.Next()
 	if err != nil {
 		return k.fail(ctx, "answering", err)
@@ -129,16 +124,11 @@ func (c *Client) CopyFrom(ctx context.Context, guestSrc, hostDst string) error {
 		return fmt.Errorf("agent: get: %w", err)
 	}
 	req := &wire.Request{Version: wire.Version, Op: wire.OpGet, Get: &wire.PathRequest{Path: wire.ByteString(guestSrc)}}
-	k, err := c.open(ctx, req)
+	k, end, err := c.begin(ctx, req)
 	if err != nil {
 		return err
 	}
-	defer k.conn.Close()
-	unbind := bindContext(ctx, k.conn)
-	defer unbind()
-	if err := k.sendRequest(ctx); err != nil {
-		return err
-	}
+	defer end()
 	in := &archiveReader{k: k, ctx: ctx}
 	err = copytar.Extract(in, hostDst, copytar.Options{})
 	if err == nil {

@@ -186,26 +186,25 @@ func describe(cmd agent.Command) string {
 
 // CopyTo copies a host file or directory into the guest (modes kept).
 func (vm *VM) CopyTo(ctx context.Context, hostSrc, guestDst string) error {
-	what := fmt.Sprintf("host %q to guest %q", hostSrc, guestDst)
-	op := "copy " + what
-	e := vm.m.log.start("copy", what)
-	err := vm.m.agent.CopyTo(ctx, hostSrc, guestDst)
-	e.finish(0, err)
-	if err != nil {
-		return vm.newError(op, nil, err)
-	}
-	return nil
+	return vm.copy(fmt.Sprintf("host %q to guest %q", hostSrc, guestDst), func() error {
+		return vm.m.agent.CopyTo(ctx, hostSrc, guestDst)
+	})
 }
 
 // CopyFrom copies a guest file or directory to the host (modes kept).
 func (vm *VM) CopyFrom(ctx context.Context, guestSrc, hostDst string) error {
-	what := fmt.Sprintf("guest %q to host %q", guestSrc, hostDst)
-	op := "copy " + what
+	return vm.copy(fmt.Sprintf("guest %q to host %q", guestSrc, hostDst), func() error {
+		return vm.m.agent.CopyFrom(ctx, guestSrc, hostDst)
+	})
+}
+
+// copy runs a copy, logging it for the artifacts.
+func (vm *VM) copy(what string, do func() error) error {
 	e := vm.m.log.start("copy", what)
-	err := vm.m.agent.CopyFrom(ctx, guestSrc, hostDst)
+	err := do()
 	e.finish(0, err)
 	if err != nil {
-		return vm.newError(op, nil, err)
+		return vm.newError("copy "+what, nil, err)
 	}
 	return nil
 }
