@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent/wire"
+	"github.com/sonix-run/sonix-run/internal/termsafe"
 )
 
 // A Dialer opens one new stream to the guest agent: Link.Dial, or a
@@ -39,7 +41,9 @@ type GuestError struct {
 	Message string
 }
 
-func (e *GuestError) Error() string { return "agent: " + e.Op + ": " + e.Message }
+// Error shows the guest's message as one line without control characters
+// (it may be written to a terminal; the guest chose it).
+func (e *GuestError) Error() string { return "agent: " + e.Op + ": " + termsafe.Line(e.Message) }
 
 // call is one operation's stream.
 type call struct {
@@ -148,6 +152,31 @@ func (c *Client) begin(ctx context.Context, req *wire.Request) (k *call, end fun
 	return k, end, nil
 }
 
+// AnswerTimeout bounds how long the guest agent may take to answer a
+// request (a reply, or the start of a command or copy) once the request is
+// on its stream: an agent whose multiplexer still answers but which never
+// replies must not hold a verb forever. Generous for a guest under TCG on
+// a loaded host.
+var AnswerTimeout = 30 * time.Second
+
+// answer reads the first frame of the guest's answer, within AnswerTimeout.
+func (k *call) answer(ctx context.Context, awaiting string) (wire.Frame, error) {
+	k.conn.SetReadDeadline(time.Now().Add(AnswerTimeout))
+	f, err := k.r.Next()
+	if err != nil {
+		var ne net.Error
+		if ctx.Err() == nil && (errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()) {
+			return f, fmt.Errorf("agent: %s: the guest agent did not answer within %v (it is alive but not replying)", k.op, AnswerTimeout)
+		}
+		return f, k.fail(ctx, awaiting, err)
+	}
+	k.conn.SetReadDeadline(time.Time{})
+	if ctx.Err() != nil { // bindContext's deadline may have just been cleared
+		return f, ctx.Err()
+	}
+	return f, nil
+}
+
 // simple runs an operation whose answer is one frame, and returns that
 // reply's payload.
 func (c *Client) simple(ctx context.Context, req *wire.Request) ([]byte, error) {
@@ -156,9 +185,9 @@ func (c *Client) simple(ctx context.Context, req *wire.Request) ([]byte, error) 
 		return nil, err
 	}
 	defer end()
-	f, err := k.r.Next()
+	f, err := k.answer(ctx, "replying")
 	if err != nil {
-		return nil, k.fail(ctx, "replying", err)
+		return nil, err
 	}
 	switch f.Type {
 	case wire.FrameReply:

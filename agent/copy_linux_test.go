@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,9 +96,20 @@ func snapshot(t *testing.T, root string) map[string]entry {
 
 func compareTrees(t *testing.T, want, got string) {
 	t.Helper()
+	compareTreesMerged(t, want, got, false)
+}
+
+// compareTreesMerged compares as compareTrees does; merged says that got
+// was merged into, so that its directories kept their own times (the
+// kernel's, once their entries changed).
+func compareTreesMerged(t *testing.T, want, got string, merged bool) {
+	t.Helper()
 	a, b := snapshot(t, want), snapshot(t, got)
 	for name, e := range a {
 		g, ok := b[name]
+		if merged && e.mode.IsDir() {
+			g.mtime = e.mtime
+		}
 		switch {
 		case !ok:
 			t.Errorf("%s: missing from the copy", name)
@@ -137,12 +149,13 @@ func TestCopyRoundTrip(t *testing.T) {
 	}
 	compareTrees(t, src, filepath.Join(back, "renamed"))
 	// Into an existing directory, twice: the second time files are
-	// replaced and directories merged into.
+	// replaced and directories merged into, keeping their modes and not
+	// taking the archive's times.
 	for i := 0; i < 2; i++ {
 		if err := p.client.CopyFrom(ctx, filepath.Join(guestDir, "tree"), back); err != nil {
 			t.Fatal(err)
 		}
-		compareTrees(t, src, filepath.Join(back, "tree"))
+		compareTreesMerged(t, src, filepath.Join(back, "tree"), i == 1)
 	}
 
 	// Single files: into a directory, and as a new name.
@@ -204,5 +217,153 @@ func TestCopyErrors(t *testing.T) {
 	// The session is still fine.
 	if _, err := p.client.Hello(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCopyToSourceByHandle: CopyTo refuses a named pipe in the tree at
+// once (nothing is put in place in the guest), and copies links below the
+// source as links, never what they point to.
+func TestCopyToSourceByHandle(t *testing.T) {
+	checkGoroutines(t)
+	p := newPair(t, guest.Options{})
+	ctx := testContext(t, time.Minute)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("the host's secret\n"), 0o600)
+	src := filepath.Join(t.TempDir(), "src")
+	os.Mkdir(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
+	os.Symlink(secret, filepath.Join(src, "link"))
+	guestDir := t.TempDir()
+
+	if err := p.client.CopyTo(ctx, src, guestDir); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := os.Readlink(filepath.Join(guestDir, "src", "link")); err != nil || l != secret {
+		t.Fatalf("the link: %q %v", l, err)
+	}
+	// The source itself a link: copied as the link.
+	if err := p.client.CopyTo(ctx, filepath.Join(src, "link"), filepath.Join(guestDir, "l2")); err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := os.Readlink(filepath.Join(guestDir, "l2")); l != secret {
+		t.Fatalf("the source link was followed: %q", l)
+	}
+
+	if err := syscall.Mkfifo(filepath.Join(src, "z-fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := p.client.CopyTo(ctx, src, filepath.Join(guestDir, "withfifo"))
+	if err == nil || !strings.Contains(err.Error(), "z-fifo: it is a named pipe") {
+		t.Fatalf("err %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+	if _, err := os.Lstat(filepath.Join(guestDir, "withfifo")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a failed copy was put in place in the guest: %v", err)
+	}
+	entries, _ := os.ReadDir(guestDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".sonix-run-cp-") {
+			t.Errorf("%s left in the guest", e.Name())
+		}
+	}
+	if _, err := p.client.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCopySemantics: the docker cp rules of docs/copy.md, both ways,
+// through the real guest agent.
+func TestCopySemantics(t *testing.T) {
+	checkGoroutines(t)
+	p := newPair(t, guest.Options{})
+	ctx := testContext(t, time.Minute)
+	src := filepath.Join(t.TempDir(), "tree")
+	makeTree(t, src)
+	read := func(p string) string {
+		b, _ := os.ReadFile(p)
+		return string(b)
+	}
+	for _, dir := range []string{"to", "from"} {
+		copy := func(s, d string) error {
+			if dir == "to" {
+				return p.client.CopyTo(ctx, s, d)
+			}
+			return p.client.CopyFrom(ctx, s, d)
+		}
+		t.Run(dir, func(t *testing.T) {
+			base := t.TempDir()
+			existing := filepath.Join(base, "existing")
+			os.Mkdir(existing, 0o751)
+			os.Chmod(existing, 0o751)
+			os.WriteFile(filepath.Join(existing, "mine"), []byte("mine"), 0o600)
+			// SRC/. into an existing directory: the contents merge into
+			// it, which keeps its mode.
+			if err := copy(src+"/.", existing); err != nil {
+				t.Fatal(err)
+			}
+			if read(filepath.Join(existing, "secret")) != "only mine\n" || read(filepath.Join(existing, "mine")) != "mine" {
+				t.Error("SRC/.: contents not merged")
+			}
+			if fi, _ := os.Stat(existing); fi.Mode().Perm() != 0o751 {
+				t.Errorf("SRC/.: the destination's mode changed to %v", fi.Mode())
+			}
+			// SRC/. to a new name: a copy of the directory.
+			if err := copy(src+"/.", filepath.Join(base, "new")); err != nil {
+				t.Fatal(err)
+			}
+			compareTrees(t, src, filepath.Join(base, "new"))
+			// A trailing slash on a destination that does not exist: a
+			// directory is created, a file refused.
+			if err := copy(src, filepath.Join(base, "made")+"/"); err != nil {
+				t.Fatal(err)
+			}
+			compareTrees(t, src, filepath.Join(base, "made"))
+			if err := copy(filepath.Join(src, "secret"), filepath.Join(base, "nodir")+"/"); err == nil || !strings.Contains(err.Error(), "no such directory") {
+				t.Errorf("a file to a missing DIR/: %v", err)
+			}
+			// A file into an existing directory, then over itself.
+			for i := 0; i < 2; i++ {
+				if err := copy(filepath.Join(src, "run.sh"), existing+"/"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if fi, _ := os.Stat(filepath.Join(existing, "run.sh")); fi.Mode().Perm() != 0o755 {
+				t.Errorf("run.sh: %v", fi.Mode())
+			}
+			// SRC/ on a file.
+			if err := copy(filepath.Join(src, "secret")+"/", base); err == nil || !strings.Contains(err.Error(), "not a directory") {
+				t.Errorf("a file as SRC/: %v", err)
+			}
+		})
+	}
+}
+
+// TestCopyFromUmask: what CopyFrom creates on the host takes the host's
+// umask (the guest's agent, as root, keeps modes exactly).
+func TestCopyFromUmask(t *testing.T) {
+	checkGoroutines(t)
+	p := newPair(t, guest.Options{})
+	ctx := testContext(t, time.Minute)
+	src := filepath.Join(t.TempDir(), "out")
+	os.Mkdir(src, 0o777)
+	os.WriteFile(filepath.Join(src, "exec"), []byte("x"), 0o777)
+	os.WriteFile(filepath.Join(src, "data"), []byte("x"), 0o666)
+	for _, n := range []string{".", "exec", "data"} {
+		os.Chmod(filepath.Join(src, n), map[string]fs.FileMode{".": 0o777, "exec": 0o777, "data": 0o666}[n])
+	}
+	host := t.TempDir()
+	old := syscall.Umask(0o022) // the process's: this test does not run in parallel
+	err := p.client.CopyFrom(ctx, src, host)
+	syscall.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[string]fs.FileMode{"out": fs.ModeDir | 0o755, "out/exec": 0o755, "out/data": 0o644} {
+		if fi, err := os.Lstat(filepath.Join(host, n)); err != nil || fi.Mode() != want {
+			t.Errorf("%s: %v, want %v (%v)", n, fi.Mode(), want, err)
+		}
 	}
 }

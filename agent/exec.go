@@ -159,9 +159,7 @@ func (x *execCall) run(ctx context.Context) (int, error) {
 	err := x.sendRequest(ctx)
 	var f wire.Frame
 	if err == nil {
-		if f, err = x.r.Next(); err != nil {
-			err = x.fail(ctx, "starting the command", err)
-		}
+		f, err = x.answer(ctx, "starting the command")
 	}
 	unbind()
 	if err != nil {

@@ -366,6 +366,10 @@ func (l *Link) consume(r *reading, p []byte) {
 				continue
 			}
 		}
+		if err := r.tracker.Err(); err != nil {
+			l.fail(&SessionError{"agent: the guest broke the protocol: " + err.Error(), ErrProtocol})
+			return
+		}
 		if stopped {
 			r.line = []byte{}
 		}
@@ -466,6 +470,7 @@ func (l *Link) preamble(r *reading, line []byte) {
 		return
 	}
 	r.live = s
+	r.tracker.Refuse = wire.RefuseHostBound
 	l.opts.Logf("agent: session %s started", pl.Token)
 }
 

@@ -383,24 +383,32 @@ func (ps parser) specialisations(raw json.RawMessage) (map[string]Spec, error) {
 type HostPaths struct{ Kernel, Initrd, Init string } // Initrd "" when the spec has none
 
 // Locate maps the spec's paths to the host. A path under /nix/store/X is
-// looked up as storeDir/X ("" means DefaultStoreDir); kernel and initrd
-// outside the store are host paths used as they are; init must be in the store
-// because the guest sees only the shared store on a tmpfs root. Symlinks are
-// followed store-aware (see resolve); each file must resolve to a regular file.
-// The returned paths are the resolved host paths; file is used in errors.
+// looked up as storeDir/X ("" means DefaultStoreDir). Every file must be in
+// the store, and stay there once symlinks are followed (store-aware, see
+// resolve): the guest sees only the shared store on a tmpfs root, and a
+// boot.json is input from whoever built the system, which must not be able
+// to have QEMU load a host file such as ~/.ssh/id_ed25519 into guest
+// memory. (A kernel or initrd of the user's own is given with --kernel and
+// --initrd instead.) Each file must resolve to a regular file. The returned
+// paths are the resolved host paths; file is used in errors.
 func (s Spec) Locate(file, storeDir string) (HostPaths, error) {
 	storeDir = hostStore(storeDir)
+	// The store as it is on the host, links (such as /nix -> /home/nix)
+	// followed, to compare resolved paths with.
+	realStore, _, err := resolve(storeDir, storeDir)
+	if err != nil {
+		realStore = storeDir // a missing store fails each lookup below
+	}
 	var hp HostPaths
-	var err error
-	if hp.Kernel, err = locate(file, "kernel", s.Kernel, storeDir, false); err != nil {
+	if hp.Kernel, err = locate(file, "kernel", s.Kernel, storeDir, realStore); err != nil {
 		return HostPaths{}, err
 	}
 	if s.Initrd != "" {
-		if hp.Initrd, err = locate(file, "initrd", s.Initrd, storeDir, false); err != nil {
+		if hp.Initrd, err = locate(file, "initrd", s.Initrd, storeDir, realStore); err != nil {
 			return HostPaths{}, err
 		}
 	}
-	if hp.Init, err = locate(file, "init", s.Init, storeDir, true); err != nil {
+	if hp.Init, err = locate(file, "init", s.Init, storeDir, realStore); err != nil {
 		return HostPaths{}, err
 	}
 	return hp, nil
@@ -416,7 +424,7 @@ func hostStore(storeDir string) string {
 	return storeDir
 }
 
-func locate(file, key, p, storeDir string, storeOnly bool) (string, error) {
+func locate(file, key, p, storeDir, realStore string) (string, error) {
 	e := &Error{File: file, Field: keyV1 + "." + key}
 	switch {
 	case p == "":
@@ -427,9 +435,9 @@ func locate(file, key, p, storeDir string, storeOnly bool) (string, error) {
 		return "", e
 	}
 	host, inStore := toHost(path.Clean(p), storeDir)
-	if storeOnly && !inStore {
-		e.Msg = fmt.Sprintf("%s is outside %s; the guest sees only the shared store on a tmpfs root, so %s must be a store path",
-			p, DefaultStoreDir, key)
+	if !inStore {
+		e.Msg = fmt.Sprintf("%s is outside %s; a system's files must be store paths (the guest sees only the shared store, and boot.json may not name host files; boot your own kernel or initrd with --kernel or --initrd)",
+			p, DefaultStoreDir)
 		return "", e
 	}
 	resolved, at, err := resolve(host, storeDir)
@@ -445,6 +453,10 @@ func locate(file, key, p, storeDir string, storeOnly bool) (string, error) {
 		}
 		return "", e
 	}
+	if !within(resolved, realStore) {
+		e.Msg = fmt.Sprintf("%s leads out of the store, to %s (a symbolic link); a system's files must be store paths, and boot.json may not name host files", p, resolved)
+		return "", e
+	}
 	fi, err := os.Stat(resolved)
 	switch {
 	case err != nil:
@@ -455,6 +467,11 @@ func locate(file, key, p, storeDir string, storeOnly bool) (string, error) {
 		return resolved, nil
 	}
 	return "", e
+}
+
+// within says whether p is dir or below it (both clean and absolute).
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
 // toHost maps a clean guest path under DefaultStoreDir into storeDir.

@@ -335,6 +335,10 @@ func TestLocate(t *testing.T) {
 	}
 	hostKernel := filepath.Join(root, "host", "vmlinuz")
 	write(t, hostKernel, "kernel")
+	// A malicious system's store links to host files.
+	symlink(t, hostKernel, filepath.Join(store, "evil", "kernel"))
+	symlink(t, "../../host/vmlinuz", filepath.Join(store, "evil", "initrd"))
+	symlink(t, hostKernel, filepath.Join(store, "evil", "init"))
 
 	spec := func(kernel, initrd, init string) Spec {
 		return Spec{Kernel: kernel, Initrd: initrd, Init: init, System: "x86_64-linux"}
@@ -357,16 +361,27 @@ func TestLocate(t *testing.T) {
 			HostPaths{hostBz, hostInitrd, hostInit}, "", ""},
 		{"symlinked directory", spec("/nix/store/link-system/kernel", "", "/nix/store/link-system/init"),
 			HostPaths{Kernel: hostBz, Init: hostInit}, "", ""},
-		{"kernel outside the store", spec(hostKernel, "", initPath), HostPaths{Kernel: hostKernel, Init: hostInit}, "", ""},
+		{"kernel outside the store", spec(hostKernel, "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
+			hostKernel + " is outside /nix/store; a system's files must be store paths"},
+		{"initrd outside the store", spec("/nix/store/ccc-linux-6.12/bzImage", "/root/.ssh/id_ed25519", initPath), HostPaths{}, "org.nixos.bootspec.v1.initrd",
+			"/root/.ssh/id_ed25519 is outside /nix/store"},
+		{"kernel climbing out with ..", spec("/nix/store/../../"+hostKernel, "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
+			"is outside /nix/store"},
+		{"store link to a host file", spec("/nix/store/evil/kernel", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
+			"/nix/store/evil/kernel leads out of the store, to " + hostKernel},
+		{"store link climbing out", spec("/nix/store/evil/initrd", "/nix/store/evil/initrd", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
+			"leads out of the store, to " + hostKernel},
+		{"init link out of the store", spec("/nix/store/ccc-linux-6.12/bzImage", "", "/nix/store/evil/init"), HostPaths{}, "org.nixos.bootspec.v1.init",
+			"leads out of the store"},
 		{"missing kernel", spec("/nix/store/zzz-linux/bzImage", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
 			"/nix/store/zzz-linux/bzImage does not exist on the host (looked up " + filepath.Join(store, "zzz-linux", "bzImage") + ")"},
 		{"dangling symlink", spec("/nix/store/dangling/bzImage", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
 			"missing " + filepath.Join(store, "gone")},
-		{"missing initrd", spec(hostBz, "/nix/store/bbb-initrd/nope", initPath), HostPaths{}, "org.nixos.bootspec.v1.initrd", "does not exist"},
-		{"missing init", spec(hostBz, "", "/nix/store/aaa-system/nope"), HostPaths{}, "org.nixos.bootspec.v1.init", "does not exist"},
+		{"missing initrd", spec("/nix/store/ccc-linux-6.12/bzImage", "/nix/store/bbb-initrd/nope", initPath), HostPaths{}, "org.nixos.bootspec.v1.initrd", "does not exist"},
+		{"missing init", spec("/nix/store/ccc-linux-6.12/bzImage", "", "/nix/store/aaa-system/nope"), HostPaths{}, "org.nixos.bootspec.v1.init", "does not exist"},
 		{"symlink loop", spec("/nix/store/loop/a", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel", "too many levels of symbolic links"},
-		{"init outside the store", spec(hostBz, "", "/sbin/init"), HostPaths{}, "org.nixos.bootspec.v1.init",
-			"/sbin/init is outside /nix/store; the guest sees only the shared store"},
+		{"init outside the store", spec("/nix/store/ccc-linux-6.12/bzImage", "", "/sbin/init"), HostPaths{}, "org.nixos.bootspec.v1.init",
+			"/sbin/init is outside /nix/store; a system's files must be store paths (the guest sees only the shared store"},
 		{"kernel is a directory", spec("/nix/store/dir-linux/bzImage", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel",
 			"not a regular file on the host (found a directory"},
 		{"relative kernel", spec("bzImage", "", initPath), HostPaths{}, "org.nixos.bootspec.v1.kernel", "expected an absolute path"},

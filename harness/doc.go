@@ -40,6 +40,24 @@
 // does not hold, wait 50 ms before the next attempt, doubling the wait up
 // to 1 s. WaitForConsole does not poll; it wakes at each new console line.
 //
+// # Bounds
+//
+// Nothing a guest prints can make the test eat the host's memory. Run and
+// Exec (and every call built on them) keep at most DefaultOutputLimit
+// (16 MiB) of each of a command's stdout and stderr: a command that prints
+// more is ended, and the call fails with an *OutputLimitError that says
+// how much came, the command's status and how to raise the limit
+// (vm.WithOutputLimit(n)); Stream passes the output to writers of the
+// caller's, unbounded. The console is kept in memory as its last 10000
+// lines, at most 4 MiB of them: WaitFor matches those and the lines that
+// come while it waits, each line once, as it ends. A line longer than
+// 64 KiB is cut into pieces of 64 KiB, each a line for WaitFor, the
+// failure messages and the test's log (a pattern across a cut does not
+// match). The whole console goes, as it comes, to a private file (in
+// $TMPDIR/sonix-run-UID, removed from the directory at once), from which a
+// failed test's NAME.console.log is written: every byte, long lines
+// whole.
+//
 // # Networks
 //
 // A Network is a virtual LAN (sonix-run --vlan) private to one test: its
@@ -63,11 +81,21 @@
 //
 // The directory is $SONIX_ARTIFACTS/<test name> (the test name with '/'
 // turned into '.'), or, when SONIX_ARTIFACTS is unset,
-// $TMPDIR/sonix-artifacts/<test name>-<time>-<pid>: not under t.TempDir,
-// which the testing package removes when the test ends, failed or not. A
-// directory that exists already gets a suffix (.2, .3, ...), so reruns and
-// two packages with equal test names never mix their files. The test's log
-// names the directory. Set SONIX_ARTIFACTS in CI and upload it.
+// $TMPDIR/sonix-run-UID/artifacts/<test name>-<time>-<pid>, private to the
+// user: not under t.TempDir, which the testing package removes when the
+// test ends, failed or not. A directory that exists already gets a suffix
+// (.2, .3, ...), so reruns and two packages with equal test names never mix
+// their files. The test's log names the directory. Set SONIX_ARTIFACTS in
+// CI and upload it.
+//
+// No other user can read the artifacts or make the harness write anywhere
+// else: the directories are made with mode 0700, the files are new
+// (O_EXCL|O_NOFOLLOW, never written through a link or over a file; a name
+// that is taken gets the next of NAME.2.console.log, ...) with mode 0600,
+// 0700 for the script. $SONIX_ARTIFACTS is made if missing; one that
+// belongs to another user or that others may write is refused (the test's
+// log says why), and so is a $TMPDIR/sonix-run-UID that is not the user's
+// own private directory.
 //
 // # Parallel tests
 //

@@ -23,8 +23,9 @@ const DefaultTimeout = 5 * time.Minute
 
 // VM is a booted guest. Its methods are safe for concurrent use.
 type VM struct {
-	m       *machine
-	timeout time.Duration // for Must calls; 0 is DefaultTimeout
+	m           *machine
+	timeout     time.Duration // for Must calls; 0 is DefaultTimeout
+	outputLimit int64         // for Run and Exec; 0 is DefaultOutputLimit
 }
 
 // machine is what every view of one VM (WithTimeout) shares.
@@ -57,7 +58,12 @@ func Start(ctx context.Context, cfg launcher.Config) (*VM, error) {
 	if cfg.Name == "" {
 		cfg.Name = uniqueVMName("vm")
 	}
-	return start(ctx, cfg, newConsole(cfg.Stdout))
+	c := newConsole(cfg.Stdout)
+	vm, err := start(ctx, cfg, c)
+	if err != nil {
+		c.release()
+	}
+	return vm, err
 }
 
 func start(ctx context.Context, cfg launcher.Config, c *console) (*VM, error) {
@@ -90,15 +96,45 @@ func start(ctx context.Context, cfg launcher.Config, c *console) (*VM, error) {
 // instead of DefaultTimeout:
 //
 //	vm.WithTimeout(10*time.Second).MustWaitForOpenPort(t, 80)
-func (vm *VM) WithTimeout(d time.Duration) *VM { return &VM{m: vm.m, timeout: d} }
+func (vm *VM) WithTimeout(d time.Duration) *VM {
+	v := *vm
+	v.timeout = d
+	return &v
+}
+
+// DefaultOutputLimit bounds how much of each of a command's stdout and
+// stderr Run and Exec (and every call built on them) keep, unless the VM
+// is used through WithOutputLimit. Stream has no bound: its writers are
+// the caller's.
+const DefaultOutputLimit = 16 << 20
+
+// WithOutputLimit returns the same VM whose Run and Exec (and the calls
+// built on them) keep up to n bytes of each stream instead of
+// DefaultOutputLimit (n <= 0: the default):
+//
+//	vm.WithOutputLimit(1<<30).MustSucceed(t, "cat /var/log/big")
+func (vm *VM) WithOutputLimit(n int64) *VM {
+	v := *vm
+	v.outputLimit = n
+	return &v
+}
+
+func (vm *VM) limit() int64 {
+	if vm.outputLimit <= 0 {
+		return DefaultOutputLimit
+	}
+	return vm.outputLimit
+}
 
 // Name is the VM's name: `sonix-run exec NAME` and `sonix-run shell NAME`
 // reach it while it runs.
 func (vm *VM) Name() string { return vm.m.inst.Name() }
 
 // WaitFor waits until a console line matches re and returns it (lines seen
-// since the start count too, and each line is returned at most once).
-// WaitForConsole is the same call.
+// since the start count too, as far as the console keeps them: its last
+// 10000 lines, at most 4 MiB; each line is returned at most once; a line
+// longer than 64 KiB is matched in pieces of 64 KiB). WaitForConsole is
+// the same call.
 func (vm *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 	line, err := vm.m.console.waitFor(ctx, re)
 	if err != nil {
@@ -108,21 +144,77 @@ func (vm *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 }
 
 // Run runs cmd in the guest (sh -c, as root) and returns its status and
-// output; a non-zero status is a result, not an error.
+// output; a non-zero status is a result, not an error. Each of stdout and
+// stderr is kept up to the VM's output limit (DefaultOutputLimit, or
+// WithOutputLimit): a command that prints more is ended, and Run returns
+// what it kept, the command's status and an *OutputLimitError.
 func (vm *VM) Run(ctx context.Context, cmd string) (Result, error) {
 	return vm.exec(ctx, agent.Command{Shell: cmd})
 }
 
-// Exec runs argv in the guest (no shell, as root) and returns its status and output.
+// Exec runs argv in the guest (no shell, as root) and returns its status
+// and output, bounded as Run's.
 func (vm *VM) Exec(ctx context.Context, argv ...string) (Result, error) {
 	return vm.exec(ctx, agent.Command{Argv: argv})
 }
 
 func (vm *VM) exec(ctx context.Context, cmd agent.Command) (Result, error) {
-	var out, errb bytes.Buffer
-	st, err := vm.Stream(ctx, cmd, nil, &out, &errb)
+	out := &capture{stream: "stdout", limit: vm.limit()}
+	errb := &capture{stream: "stderr", limit: vm.limit()}
+	st, err := vm.Stream(ctx, cmd, nil, out, errb)
 	// Stream has returned: nothing writes to the buffers any more.
-	return Result{Status: st, Stdout: out.Bytes(), Stderr: errb.Bytes()}, err
+	return Result{Status: st, Stdout: out.buf.Bytes(), Stderr: errb.buf.Bytes()}, err
+}
+
+// OutputLimitError is the error of a Run or Exec whose command printed
+// more than the VM's output limit on one stream: the harness ended the
+// command, and the Result holds the first Limit bytes of that stream.
+type OutputLimitError struct {
+	Stream   string // "stdout" or "stderr"
+	Limit    int64
+	Received int64 // the bytes of Stream that had come when the limit was passed
+	Status   int   // the command's exit status; -1 if none came
+}
+
+func (e *OutputLimitError) Error() string {
+	status := "no exit status came"
+	if e.Status >= 0 {
+		status = fmt.Sprintf("exit status %d", e.Status)
+	}
+	return fmt.Sprintf("its %s passed the output limit of %s: it printed at least %d bytes there, so the harness ended it (%s); "+
+		"the result holds the first %d bytes. Raise the limit with vm.WithOutputLimit(n), or stream the output to writers of your own with Stream",
+		e.Stream, byteSize(e.Limit), e.Received, status, e.Limit)
+}
+
+// byteSize says n in MiB or KiB where that is exact.
+func byteSize(n int64) string {
+	switch {
+	case n > 0 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n > 0 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// capture keeps a command's stream up to limit; the write that passes it
+// fails with an *OutputLimitError, which makes the agent end the command.
+type capture struct {
+	stream string
+	limit  int64
+	buf    bytes.Buffer
+	n      int64 // bytes that came
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	room := c.limit - int64(c.buf.Len())
+	if int64(len(p)) <= room {
+		return c.buf.Write(p)
+	}
+	room = max(room, 0)
+	c.buf.Write(p[:room])
+	return int(room), &OutputLimitError{Stream: c.stream, Limit: c.limit, Received: c.n, Status: -1}
 }
 
 // Stream runs cmd with stdin (nil for none), streaming its output live.
@@ -131,7 +223,12 @@ func (vm *VM) exec(ctx context.Context, cmd agent.Command) (Result, error) {
 func (vm *VM) Stream(ctx context.Context, cmd agent.Command, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	e := vm.m.log.start("exec", describe(cmd))
 	st, err := vm.m.agent.Exec(ctx, cmd, agent.Stdio{Stdin: stdin, Stdout: e.stdout(stdout), Stderr: e.stderr(stderr)})
-	if err != nil {
+	var limit *OutputLimitError
+	if errors.As(err, &limit) {
+		// Ended by the harness, for its output: no VM's end to wait for.
+		limit.Status = st
+		err = fmt.Errorf("running %s: %w", describe(cmd), limit)
+	} else if err != nil {
 		// The agent's port closing usually means the VM is ending (a
 		// panic, a poweroff): give it a moment to say how.
 		var g *agent.GuestError

@@ -112,6 +112,14 @@ func TestVocabulary(t *testing.T) {
 	wantMessage(t, "MustSucceed", fails(t, func(tb testing.TB) { vm.MustSucceed(tb, "exit 4") }), "exit status 4, want 0", consoleSays)
 	wantMessage(t, "MustFail", fails(t, func(tb testing.TB) { vm.MustFail(tb, "exit 0") }), "exit status 0, want a failure")
 
+	// Output past the VM's limit ends the command, and the error says so.
+	res, err := vm.WithOutputLimit(1000).Run(ctx, "yes")
+	wantMessage(t, "Run past the output limit", fmt.Sprint(err), `running "yes": its stdout passed the output limit of 1000 bytes: it printed at least `,
+		"so the harness ended it (exit status 143)", "vm.WithOutputLimit(n)")
+	if len(res.Stdout) != 1000 {
+		t.Errorf("Run past the output limit kept %d bytes, want 1000", len(res.Stdout))
+	}
+
 	// A command cut short by its context: the error says so, and the
 	// guest's command is ended.
 	began := time.Now()

@@ -42,9 +42,11 @@ func StartT(t testing.TB, cfg launcher.Config) *VM {
 		} else {
 			msg += "\nartifacts (console, reproduce line): " + dir
 		}
+		c.release()
 		t.Fatal(msg)
 	}
 	t.Cleanup(func() {
+		defer c.release()
 		if t.Failed() {
 			if keep := os.Getenv(KeepEnv); keep != "" && keep != "0" {
 				t.Logf("%s: VM %s is kept; reach it with `sonix-run shell %s`, end it with `sonix-run stop %s`", KeepEnv, vm.Name(), vm.Name(), vm.Name())

@@ -197,7 +197,7 @@ func TestArtifactsDir(t *testing.T) {
 	}
 	t.Setenv("TMPDIR", base)
 	d, err := makeArtifactsDir("", "TestB", time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local))
-	if want := filepath.Join(base, "sonix-artifacts", fmt.Sprintf("TestB-20250102-030405-%d", os.Getpid())); err != nil || d != want {
+	if want := filepath.Join(base, fmt.Sprintf("sonix-run-%d", os.Geteuid()), "artifacts", fmt.Sprintf("TestB-20250102-030405-%d", os.Getpid())); err != nil || d != want {
 		t.Errorf("default directory %s %v, want %s", d, err, want)
 	}
 	if err := os.WriteFile(filepath.Join(base, "file"), nil, 0o644); err != nil {
@@ -290,6 +290,8 @@ func TestNetworkAttach(t *testing.T) {
 func TestStartTFailure(t *testing.T) {
 	t.Setenv(ArtifactsEnv, t.TempDir())
 	missing := filepath.Join(t.TempDir(), "no-such-system")
+	// No StoreDir: a missing target is what must be reported, also on a
+	// host without /nix/store.
 	msg := fails(t, func(tb testing.TB) { StartT(tb, launcher.Config{Target: missing, Name: "never-booted"}) })
 	if !strings.Contains(msg, "starting VM never-booted") || !strings.Contains(msg, missing) || !strings.Contains(msg, "artifacts (console, reproduce line): ") {
 		t.Fatalf("message: %s", msg)

@@ -7,14 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sonix-run/sonix-run/internal/fileid"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/sonix-run/sonix-run/internal/fileid"
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
 // DefaultMaxBytes bounds a cache: about fifteen x86_64 vmlinux files of
@@ -55,6 +58,11 @@ var ErrNoPVH = errors.New("its vmlinux has no PVH entry note (XEN_ELFNOTE_PHYS32
 // parallel runs and a run killed half-way never leave a partial entry under
 // the final name. Deleting Dir at any time is safe: the next run starts
 // afresh. A Cache is safe for concurrent use.
+//
+// Dir must be the user's and writable by no one else (owndir.Cache), else
+// it is not used at all; every file is created in it without following a
+// link (a new file renamed into place, or O_EXCL|O_NOFOLLOW), and read
+// without following one.
 type Cache struct {
 	dir      string
 	maxBytes int64
@@ -62,18 +70,21 @@ type Cache struct {
 	noLock bool
 }
 
-// DefaultCacheDir is where the kernel cache lives: sonix-run/kernels under
-// the user's cache directory ($XDG_CACHE_HOME or ~/.cache on Linux,
-// ~/Library/Caches on macOS).
+// DefaultCacheDir is where the kernel cache lives: kernels in sonix-run's
+// cache directory (owndir.CacheDir: sonix-run under $XDG_CACHE_HOME or
+// ~/.cache on Linux, ~/Library/Caches on macOS; else, with no usable home,
+// in the private directory in the temporary directory). An error when
+// there is no usable place: then the caller does without the cache.
 func DefaultCacheDir() (string, error) {
-	d, err := os.UserCacheDir()
+	d, err := owndir.CacheDir()
 	if err != nil {
 		return "", fmt.Errorf("kernel cache: %w", err)
 	}
-	return filepath.Join(d, "sonix-run", "kernels"), nil
+	return filepath.Join(d, "kernels"), nil
 }
 
-// NewCache returns the cache in dir (created when first written), holding
+// NewCache returns the cache in dir (created when first written, its parent
+// must exist), holding
 // at most maxBytes (DefaultMaxBytes when maxBytes <= 0) besides the entry
 // in use.
 func NewCache(dir string, maxBytes int64) *Cache {
@@ -237,6 +248,11 @@ func (c *Cache) get(ctx context.Context, imagePath string, fill fillMode) (Entry
 		return Entry{Path: imagePath, Source: src, Info: src}, nil
 	}
 
+	// Nothing is read from, or written to, a directory another user could
+	// have planted links or swapped entries in.
+	if err := owndir.Check(c.dir, owndir.Cache); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Entry{}, fmt.Errorf("kernel cache: %w", err)
+	}
 	key, fromIndex, err := c.contentKey(f, st)
 	if err != nil {
 		return Entry{}, fmt.Errorf("kernel image %s: %w", imagePath, err)
@@ -248,7 +264,7 @@ func (c *Cache) get(ctx context.Context, imagePath string, fill fillMode) (Entry
 	if fill == fillNever {
 		return Entry{}, ErrNotCached
 	}
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+	if err := owndir.Ensure(c.dir, owndir.Cache); err != nil {
 		return Entry{}, fmt.Errorf("kernel cache: %w", err)
 	}
 	if !fromIndex {
@@ -287,7 +303,7 @@ func (c *Cache) fill(ctx context.Context, f *os.File, st os.FileInfo, src Info, 
 	if src.Format == BzImage {
 		name = "vmlinux"
 	}
-	out, err := os.Create(filepath.Join(tmp, name))
+	out, err := owndir.Create(tmp, name, 0o644) // a kernel is no secret
 	if err != nil {
 		return Entry{}, fmt.Errorf("kernel cache: %w", err)
 	}
@@ -342,7 +358,7 @@ func (c *Cache) publish(tmp, dir string, m meta) error {
 	if err != nil {
 		return err
 	}
-	mf, err := os.Create(filepath.Join(tmp, "meta.json"))
+	mf, err := owndir.Create(tmp, "meta.json", 0o644)
 	if err != nil {
 		return fmt.Errorf("kernel cache: %w", err)
 	}
@@ -423,7 +439,7 @@ func (c *Cache) load(dir, key, imagePath string) (e Entry, err error, ok bool) {
 // headers, and for an ELF the PVH note; a truncated or overwritten file
 // fails.
 func checkEntryFile(path string, m meta) error {
-	f, err := os.Open(path)
+	f, err := openNoFollow(path)
 	if err != nil {
 		return err
 	}
@@ -445,8 +461,13 @@ func checkEntryFile(path string, m meta) error {
 	return nil
 }
 
+// openNoFollow opens path for reading; a link at path is an error.
+func openNoFollow(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+}
+
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openNoFollow(path)
 	if err != nil {
 		return nil, err
 	}
@@ -523,7 +544,7 @@ func (c *Cache) remember(st os.FileInfo, key string) {
 	if idx == "" {
 		return
 	}
-	if err := os.MkdirAll(filepath.Dir(idx), 0o755); err != nil {
+	if err := owndir.Ensure(filepath.Dir(idx), owndir.Cache); err != nil {
 		return
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(idx), ".tmp-")

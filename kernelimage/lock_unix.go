@@ -5,15 +5,19 @@ package kernelimage
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"syscall"
+
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
-// tryLock takes an exclusive advisory lock on path without waiting. It
-// returns unlock and true when this process holds the lock now; false when
-// another holds it. The kernel drops the lock when the holder dies, so a
-// killed run never leaves the kernel locked.
+// tryLock takes an exclusive advisory lock on the file at path (made if
+// missing; a link there is replaced, never followed) without waiting.
+// It returns unlock and true when this process holds the lock now; false
+// when another holds it. The kernel drops the lock when the holder dies, so
+// a killed run never leaves the kernel locked.
 func tryLock(path string) (unlock func(), ok bool, err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := owndir.OpenLock(filepath.Dir(path), filepath.Base(path))
 	if err != nil {
 		return nil, false, err
 	}

@@ -31,7 +31,7 @@ type Config struct {
 	// copy from the kernel cache (--kernel-format bzimage).
 	KernelAsIs bool
 
-	Net      string // vmm.NetUser (default) or vmm.NetNone
+	Net      string // vmm.NetUser (default), vmm.NetRestricted or vmm.NetNone
 	Forwards []vmm.Forward
 	Disks    []vmm.Disk
 	Shares   []vmm.Share

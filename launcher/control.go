@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent"
@@ -18,7 +21,11 @@ import (
 
 // The control socket lets other sonix-run commands reach a running VM
 // (exec, cp, shell, stop, list): one Unix socket in the run directory,
-// private to the user like the directory. A connection starts with one
+// private to the user like the directory (mode 0600 besides), and each
+// side checks the other's uid before anything else: the server answers a
+// peer of another uid (root included) with an error and nothing more, and
+// the client sends nothing to a server of another uid. A connection
+// starts with one
 // JSON request line; for "agent" the connection then becomes one stream
 // of the guest agent's protocol, spliced onto the VM's agent session, so
 // `sonix-run exec` speaks to the guest exactly as the supervisor does.
@@ -49,8 +56,14 @@ type controlServer struct {
 }
 
 func listenControl(i *Instance) (*controlServer, error) {
-	l, err := net.Listen("unix", filepath.Join(i.vm.RunDir, controlSocket))
+	path := filepath.Join(i.vm.RunDir, controlSocket)
+	l, err := net.Listen("unix", path)
 	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	// In a private directory already; 0600 whatever the umask.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	s := &controlServer{inst: i, l: l, conns: map[net.Conn]bool{}}
@@ -108,6 +121,10 @@ func (s *controlServer) close(ctx context.Context) error {
 }
 
 func (s *controlServer) handle(c net.Conn) {
+	if err := checkPeer(c); err != nil {
+		writeReply(c, controlReply{Error: err.Error()})
+		return
+	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
 	line, err := r.ReadBytes('\n')
@@ -186,6 +203,53 @@ func splice(c net.Conn, fromClient io.Reader, stream net.Conn) {
 	<-done
 }
 
+// checkPeer refuses a control connection from another uid than the one
+// this run has (root too, unless this run is root's).
+func checkPeer(c net.Conn) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return errors.New("refused: not a Unix socket connection")
+	}
+	uid, err := peerUID(uc)
+	if err != nil {
+		return fmt.Errorf("refused: cannot tell who connected: %v", err)
+	}
+	if me := os.Geteuid(); uid != me {
+		return fmt.Errorf("refused: this VM's control socket serves uid %d only, not uid %d", me, uid)
+	}
+	return nil
+}
+
+// dialControl connects to the control socket at path, which must be a
+// socket of the user's, served by a process of the user's: nothing is
+// sent before both are checked.
+func dialControl(ctx context.Context, path string) (net.Conn, error) {
+	me := os.Geteuid()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); fi.Mode().Type() != fs.ModeSocket || !ok || int(st.Uid) != me {
+		return nil, fmt.Errorf("refused: %s is not a socket of yours (mode %v)", path, fi.Mode())
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	uid, err := peerUID(c.(*net.UnixConn))
+	if err == nil && uid != me {
+		err = fmt.Errorf("refused: %s is served by uid %d, not by you (uid %d)", path, uid, me)
+	} else if err != nil {
+		err = fmt.Errorf("refused: cannot tell who serves %s: %v", path, err)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 func writeReply(w io.Writer, r controlReply) error {
 	b, _ := json.Marshal(r)
 	_, err := w.Write(append(b, '\n'))
@@ -208,8 +272,7 @@ func Connect(name string) (*Remote, error) {
 
 // dial opens a control connection and sends req.
 func (r *Remote) dial(ctx context.Context, req controlRequest) (net.Conn, *bufio.Reader, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", filepath.Join(r.Owner.Dir, controlSocket))
+	c, err := dialControl(ctx, filepath.Join(r.Owner.Dir, controlSocket))
 	if err != nil {
 		return nil, nil, fmt.Errorf("VM %q: %w", r.Owner.Name, err)
 	}

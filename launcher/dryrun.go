@@ -70,6 +70,9 @@ func dryRun(ctx context.Context, p *plan, msgs *messages) error {
 			if err != nil {
 				return &Error{Reason: BadInput, Err: err}
 			}
+			if note := virtiofs.GuardNote(s); note != "" {
+				fmt.Fprintf(w, "%s\n", note)
+			}
 			fmt.Fprintf(w, "%s &\n", shellJoinRunDir(args))
 			sockets = append(sockets, s.Socket)
 			leftovers = append(leftovers, d.Leftovers(s)...)
@@ -97,7 +100,9 @@ func dryRun(ctx context.Context, p *plan, msgs *messages) error {
 // printNixBuild is --dry-run for a Nix installable: what the system is
 // depends on the build, so the script builds it and dry-runs again.
 func printNixBuild(cfg *Config) error {
-	fmt.Fprintf(cfg.Stdout, "#!/bin/sh\n# sonix-run --dry-run: %s is built first; what boots depends on the build:\nset -e\n", cfg.Target)
+	// Go-quoted in the comment: a newline in the target must not end the
+	// comment and become a command of the pasted script.
+	fmt.Fprintf(cfg.Stdout, "#!/bin/sh\n# sonix-run --dry-run: %q is built first; what boots depends on the build:\nset -e\n", cfg.Target)
 	fmt.Fprintf(cfg.Stdout, "%s\n", ShellJoin(nixbuild.Command(cfg.Target)))
 	fmt.Fprintf(cfg.Stdout, "# then: sonix-run --dry-run [the same options] /nix/store/...-nixos-system-... (the path it printed)\n")
 	return nil

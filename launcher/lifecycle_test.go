@@ -325,7 +325,7 @@ func contains(list []string, s string) bool {
 // Runs racing for one name: exactly one gets the run directory, the others
 // are told it is taken; none takes another's for a dead one's.
 func TestRunDirRace(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("XDG_RUNTIME_DIR", privateDir(t))
 	const n = 8
 	errs := make(chan error, n)
 	var wg sync.WaitGroup

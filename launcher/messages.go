@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"sync"
+
+	"github.com/sonix-run/sonix-run/internal/termsafe"
 )
 
 // messages is the one writer of sonix-run's own lines and of helper
@@ -50,6 +52,9 @@ func (m *messages) always(format string, args ...any) {
 }
 
 func (m *messages) writeLocked(s string) {
+	// Lines may quote what a guest or a helper said: no control
+	// characters reach the terminal.
+	s = termsafe.Text(s)
 	if m.raw {
 		s = strings.ReplaceAll(s, "\n", "\r\n")
 		s = "\r" + s

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sonix-run/sonix-run/internal/proc"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -57,9 +58,9 @@ func (i *Instance) addRegistration(ctx context.Context, toplevel string) {
 // dumpRegistration runs nix-store -qR, then --dump-db of what it lists.
 func dumpRegistration(ctx context.Context, nixStore, toplevel, out string) error {
 	var closure, stderr bytes.Buffer
-	q := exec.CommandContext(ctx, nixStore, "--query", "--requisites", toplevel)
+	q := exec.Command(nixStore, "--query", "--requisites", toplevel)
 	q.Stdout, q.Stderr = &closure, &stderr
-	if err := q.Run(); err != nil {
+	if err := proc.Run(ctx, q, time.Second); err != nil {
 		return fmt.Errorf("nix-store --query --requisites %s: %v: %s", toplevel, err, strings.TrimSpace(stderr.String()))
 	}
 	paths := strings.Fields(closure.String())
@@ -71,9 +72,9 @@ func dumpRegistration(ctx context.Context, nixStore, toplevel, out string) error
 		return err
 	}
 	stderr.Reset()
-	d := exec.CommandContext(ctx, nixStore, append([]string{"--dump-db"}, paths...)...)
+	d := exec.Command(nixStore, append([]string{"--dump-db"}, paths...)...)
 	d.Stdout, d.Stderr = f, &stderr
-	err = d.Run()
+	err = proc.Run(ctx, d, time.Second)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -37,6 +37,11 @@ func (c Config) Validate() error {
 		return bad(err)
 	}
 	if nixbuild.IsInstallable(c.Target) {
+		if !c.DryRun {
+			if err := nixbuild.Check(c.Target); err != nil {
+				return bad(err)
+			}
+		}
 		return bad(c.checkHost())
 	}
 	_, err := prepare(c)
@@ -56,6 +61,8 @@ func bad(err error) error {
 // prepare turns a Config (with defaults, flags checked, target built) into
 // a plan. Every error is a BadInput *Error.
 func prepare(c Config) (*plan, error) {
+	// What the flags name first (named as the user spelled it); the default
+	// store only after the target (checkStore).
 	if err := c.checkHost(); err != nil {
 		return nil, bad(err)
 	}
@@ -75,8 +82,13 @@ func prepare(c Config) (*plan, error) {
 	if c.ModulesDir != "" {
 		c.ModulesDir = ModulesTree(abs(c.ModulesDir))
 	}
+	// The target first: a missing target is the error to report, not the
+	// default store missing on a host without Nix.
 	doc, err := bootjson.LoadStore(c.Target, c.StoreDir)
 	if err != nil {
+		return nil, bad(err)
+	}
+	if err := c.checkStore(); err != nil {
 		return nil, bad(err)
 	}
 	spec, err := doc.Select(c.Specialisation)
@@ -162,10 +174,24 @@ func prepare(c Config) (*plan, error) {
 	return &plan{cfg: c, vm: vm, backend: backend, toplevel: spec.Toplevel, systemKernel: systemKernel}, nil
 }
 
-// checkHost checks the files and host resources the flags name.
+// checkStore checks --store, or the default store: that one is looked at
+// only once a target is known to need it (a host without Nix has none).
+func (c *Config) checkStore() error {
+	if c.StoreDir == DefaultStoreDir {
+		if _, err := os.Stat(c.StoreDir); err != nil {
+			return fmt.Errorf("the store %s: %w (boot.json names store paths: is Nix installed here? A store kept elsewhere is given with --store DIR)", c.StoreDir, unwrapPath(err))
+		}
+	}
+	return checkDir("--store", c.StoreDir)
+}
+
+// checkHost checks the files and host resources the flags name; the
+// store one the user gave, not the default one (checkStore).
 func (c *Config) checkHost() error {
-	if err := checkDir("--store", c.StoreDir); err != nil {
-		return err
+	if c.StoreDir != DefaultStoreDir {
+		if err := checkDir("--store", c.StoreDir); err != nil {
+			return err
+		}
 	}
 	if c.ModulesDir != "" {
 		if err := checkDir("--modules", c.ModulesDir); err != nil {
@@ -283,6 +309,8 @@ func checkFeatures(vm *vmm.VM, b vmm.Backend) error {
 		return refuse("--rosetta")
 	case vm.Network.Mode == vmm.NetNone && !f.NetNone:
 		return refuse("--net none")
+	case vm.Network.Mode == vmm.NetRestricted && !f.NetRestricted:
+		return refuse("--net restricted")
 	case len(vm.Network.VLANs) > 0 && !f.VLAN:
 		return refuse("--vlan")
 	case vm.DumpPath != "" && !f.Dump:

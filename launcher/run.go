@@ -140,6 +140,11 @@ func start(parent context.Context, cfg Config) (*Instance, error) {
 
 	var toplevel string
 	if nixbuild.IsInstallable(cfg.Target) {
+		if !cfg.DryRun {
+			if err := nixbuild.Check(cfg.Target); err != nil {
+				return nil, interrupted(bad(err))
+			}
+		}
 		if err := cfg.checkHost(); err != nil {
 			return nil, interrupted(bad(err))
 		}
@@ -220,6 +225,11 @@ func (i *Instance) boot(ctx context.Context) error {
 	i.cl.push("run directory", 5*time.Second, func(context.Context) error { return removeRunDir(dir) })
 	i.out = newOutput(cfg, &i.cl)
 	i.msgs.w = i.out.stderr
+	// Once per run: where sonix-run keeps its files, when that is not
+	// where the user would expect.
+	for _, n := range placeNotices(dir) {
+		i.msgs.notice("%s", n)
+	}
 	i.addRegistration(ctx, i.toplevel)
 	i.msgs.detail("sonix-run: VM %q (sonix-run exec %s -- COMMAND); its run directory is %s", vm.Name, vm.Name, dir)
 	assignSockets(vm)
@@ -254,7 +264,7 @@ func (i *Instance) boot(ctx context.Context) error {
 	if daemon != nil {
 		g, err := virtiofs.StartAll(ctx, daemon, daemonShares(vm), i.helperLog("virtiofsd: "))
 		switch {
-		case errors.Is(err, virtiofs.ErrNeedsRoot) || errors.Is(err, virtiofs.ErrNoReadOnly):
+		case errors.Is(err, virtiofs.ErrNeedsRoot) || errors.Is(err, virtiofs.ErrNoReadOnly) || errors.Is(err, virtiofs.ErrUnguarded):
 			return &Error{Reason: BadInput, Err: err} // nothing was started
 		case err != nil:
 			if ctx.Err() != nil {

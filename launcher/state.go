@@ -1,11 +1,15 @@
 package launcher
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
+	"github.com/sonix-run/sonix-run/internal/proc"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -40,10 +44,12 @@ func ensureState(path string, size int64, msgs *messages) error {
 	tmp := path + ".creating"
 	os.Remove(tmp)
 	if stateFormat(path) == "qcow2" {
-		out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", tmp, fmt.Sprint(size)).CombinedOutput()
-		if err != nil {
+		var out bytes.Buffer
+		cmd := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", tmp, fmt.Sprint(size))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := proc.Run(context.Background(), cmd, time.Second); err != nil {
 			os.Remove(tmp)
-			return fmt.Errorf("--state %s: qemu-img create: %v: %s (install qemu-utils, or use a raw image name)", path, err, strings.TrimSpace(string(out)))
+			return fmt.Errorf("--state %s: qemu-img create: %v: %s (install qemu-utils, or use a raw image name)", path, err, strings.TrimSpace(out.String()))
 		}
 	} else {
 		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

@@ -52,6 +52,9 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
+
+	"github.com/sonix-run/sonix-run/internal/proc"
 )
 
 // ErrNoNix is matched (errors.Is) by the error Build returns when there is no
@@ -133,6 +136,16 @@ func Command(target string) []string {
 	return append(argv, Installable(target))
 }
 
+// Check says whether target can be built here: an error (ErrNoNix) when
+// nix is not installed, so that this is said before anything else about
+// the run is looked at.
+func Check(target string) error {
+	if _, err := exec.LookPath("nix"); err != nil {
+		return &noNixError{target: target}
+	}
+	return nil
+}
+
 // Build builds target with nix and returns the store path of the system it
 // names (the toplevel holding boot.json). nix's progress and errors go to
 // stderr (nil discards them); cancelling ctx stops nix.
@@ -149,10 +162,12 @@ func Build(ctx context.Context, target string, stderr io.Writer) (toplevel strin
 		stderr = io.Discard
 	}
 	var stdout bytes.Buffer
-	cmd := exec.CommandContext(ctx, nix, argv[1:]...)
+	cmd := exec.Command(nix, argv[1:]...)
 	cmd.Stdout = &stdout
 	cmd.Stderr = stderr
-	if err := cmd.Run(); err != nil {
+	// Started like every other child (it cannot outlive sonix-run); a
+	// cancelled build gets Ctrl-C's SIGINT first, as at a terminal.
+	if err := proc.Run(ctx, cmd, stopGrace); err != nil {
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("building %s: %w", target, ctx.Err())
 		}
@@ -160,6 +175,9 @@ func Build(ctx context.Context, target string, stderr io.Writer) (toplevel strin
 	}
 	return parseBuildJSON(target, stdout.Bytes())
 }
+
+// stopGrace is how long a cancelled nix may take to stop its builds.
+const stopGrace = 5 * time.Second
 
 // buildResult is one element of `nix build --json`'s output: a built
 // derivation with its outputs, or a store path that needed no build.

@@ -75,6 +75,11 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 		"-m", mem,
 		"-object", "memory-backend-memfd,id=mem,size=" + mem + ",share=on",
 		"-nodefaults", "-no-user-config", "-display", "none",
+		// Defense in depth against a guest that breaks into QEMU: its
+		// seccomp sandbox refuses what a VM of ours never needs (raising
+		// privileges, starting programs, changing scheduling, obsolete
+		// calls).
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		// A guest reboot ends the run instead of booting again.
 		"-no-reboot",
 		// The console is QEMU's stdin/stdout, which sonix-run owns: it
@@ -102,8 +107,13 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 			"-chardev", "socket,id="+id+",path="+opt(s.Socket),
 			"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag="+opt(s.Tag))
 	}
-	if vm.Network.Mode == vmm.NetUser {
+	if vm.Network.NAT() {
 		netdev := "user,id=net0"
+		if vm.Network.Mode == vmm.NetRestricted {
+			// No packet from the guest leaves through the host, to it or
+			// beyond; forwarded ports still reach the guest.
+			netdev += ",restrict=on"
+		}
 		for _, f := range vm.Network.Forwards {
 			// Forwarded ports listen on the host's loopback only.
 			netdev += fmt.Sprintf(",hostfwd=%s:127.0.0.1:%d-:%d", f.Proto, f.HostPort, f.GuestPort)

@@ -250,6 +250,11 @@ func TestArgvDevices(t *testing.T) {
 	if got := pairs(a, "-drive"); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("-drive %q, want %q", got, want)
 	}
+	vm.Network = vmm.Network{Mode: vmm.NetRestricted, Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 8080, GuestPort: 80}}}
+	a, _ = Argv(vm, "qemu")
+	if got := pairs(a, "-netdev"); len(got) != 1 || got[0] != "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80" {
+		t.Errorf("--net restricted: -netdev %q", got)
+	}
 	vm.Network = vmm.Network{Mode: vmm.NetNone}
 	if a, _ = Argv(vm, "qemu"); has(a, "-netdev") {
 		t.Error("--net none still has a NIC")

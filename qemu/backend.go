@@ -28,7 +28,7 @@ func (Backend) Name() string { return "qemu" }
 // Features: QEMU does everything sonix-run offers except Rosetta.
 func (Backend) Features() vmm.Features {
 	return vmm.Features{ExternalVirtiofsd: true, CommandLine: true, GDB: true, Forwards: true,
-		Disks: true, Agent: true, RawQEMUArgs: true, NetNone: true, VLAN: true, Dump: true}
+		Disks: true, Agent: true, RawQEMUArgs: true, NetNone: true, NetRestricted: true, VLAN: true, Dump: true}
 }
 
 // qemuPath finds the emulator for vm's architecture on $PATH.
@@ -188,8 +188,8 @@ func (m *machine) AgentConn(ctx context.Context) (io.ReadWriteCloser, error) {
 // AddForward adds a host port forward to the user network while the VM
 // runs (HMP's hostfwd_add: QMP has no command of its own for it).
 func (m *machine) AddForward(ctx context.Context, f vmm.Forward) error {
-	if m.vm.Network.Mode != vmm.NetUser {
-		return fmt.Errorf("forwarding %s needs --net user", f)
+	if !m.vm.Network.NAT() {
+		return fmt.Errorf("forwarding %s needs --net user or restricted", f)
 	}
 	ctx, cancel := context.WithTimeout(ctx, qmpTimeout)
 	defer cancel()

@@ -3,8 +3,9 @@ package qemu
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
 // The KVM probe's verdict holds until the host reboots or QEMU changes, so
@@ -12,13 +13,12 @@ import (
 // whole timeout on a host where KVM crawls), and --dry-run, which must start
 // nothing, can still print the accelerator a run would use.
 
-func probeCacheFile() (string, error) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, "sonix-run", "kvm-probe"), nil
-}
+// probeFile is the verdict's file in owndir.CacheDir(), which is checked
+// (the user's, writable by no one else) or not used at all.
+const probeFile = "kvm-probe"
+
+// maxProbeFile bounds the verdict's file.
+const maxProbeFile = 64 << 10
 
 // probeKey identifies this boot of the host and this QEMU binary.
 func probeKey(qemuPath string) (string, error) {
@@ -35,7 +35,7 @@ func probeKey(qemuPath string) (string, error) {
 
 // cachedProbe returns the remembered verdict: ok, or why KVM failed.
 func cachedProbe(qemuPath string) (verdict string, found bool) {
-	file, err := probeCacheFile()
+	dir, err := owndir.CacheDir()
 	if err != nil {
 		return "", false
 	}
@@ -43,7 +43,7 @@ func cachedProbe(qemuPath string) (verdict string, found bool) {
 	if err != nil {
 		return "", false
 	}
-	data, err := os.ReadFile(file)
+	data, err := owndir.ReadFile(dir, probeFile, maxProbeFile) // a link is not followed
 	if err != nil {
 		return "", false
 	}
@@ -54,9 +54,11 @@ func cachedProbe(qemuPath string) (verdict string, found bool) {
 	return v, true
 }
 
-// rememberProbe stores a verdict; failing to is harmless.
+// rememberProbe stores a verdict; failing to is harmless. The file is
+// replaced with one rename of a new file: a link planted at its name is
+// replaced, never followed.
 func rememberProbe(qemuPath, verdict string) {
-	file, err := probeCacheFile()
+	dir, err := owndir.CacheDir()
 	if err != nil {
 		return
 	}
@@ -64,11 +66,5 @@ func rememberProbe(qemuPath, verdict string) {
 	if err != nil {
 		return
 	}
-	if os.MkdirAll(filepath.Dir(file), 0o755) != nil {
-		return
-	}
-	tmp := file + fmt.Sprintf(".%d", os.Getpid())
-	if os.WriteFile(tmp, []byte(key+"\n"+verdict+"\n"), 0o644) == nil {
-		os.Rename(tmp, file)
-	}
+	owndir.WriteFile(dir, probeFile, []byte(key+"\n"+verdict+"\n"), 0o644)
 }

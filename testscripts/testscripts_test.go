@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,6 +66,12 @@ func TestScripts(t *testing.T) {
 				return err
 			}
 			env.Setenv("XDG_RUNTIME_DIR", runtime)
+			// The virtiofsd named for the whole run, if any
+			// (SONIX_VIRTIOFSD=... go test): scripts about one flavour
+			// set their own.
+			if d := os.Getenv("SONIX_VIRTIOFSD"); d != "" {
+				env.Setenv("SONIX_VIRTIOFSD", d)
+			}
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -97,6 +104,7 @@ func TestScripts(t *testing.T) {
 			"reap":       cmdReap,
 			"killfsd":    cmdKillfsd,
 			"httpget":    cmdHttpget,
+			"hostserve":  cmdHostserve,
 			"waitfile":   cmdWaitfile,
 		},
 	})
@@ -404,6 +412,28 @@ func cmdHttpget(ts *testscript.TestScript, neg bool, args []string) {
 	if !regexp.MustCompile(args[1]).Match(body) {
 		ts.Fatalf("GET %s: %s: body %q does not match %q", args[0], resp.Status, body, args[1])
 	}
+}
+
+// hostserve VAR BODY serves BODY over HTTP on the host's loopback until the
+// script ends, and sets VAR to its port: a host service a guest must not
+// reach unless its network lets it.
+func cmdHostserve(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: hostserve VAR BODY")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, args[1]+"\n") })}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(l)
+	}()
+	ts.Defer(func() {
+		srv.Close()
+		<-done
+	})
+	ts.Setenv(args[0], strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 }
 
 // waitfile PATH waits (up to 3 minutes) until PATH exists.

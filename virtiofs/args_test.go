@@ -13,15 +13,22 @@ import (
 // The command line of every flavour, as root or not, read-only or not, for a
 // plain path and one with every character that has bitten before.
 func TestArgs(t *testing.T) {
-	rust := &Daemon{Path: "/bin/virtiofsd", Flavour: Rust, ReadOnly: true, InodeFileHandles: true}
+	rust := &Daemon{Path: "/bin/virtiofsd", Flavour: Rust, ReadOnly: true, InodeFileHandles: true, TranslateIDs: true}
 	oldRust := &Daemon{Path: "/bin/virtiofsd", Flavour: Rust}
 	legacy := &Daemon{Path: "/usr/lib/qemu/virtiofsd", Flavour: Legacy}
 
 	const awkward = `/src/a,b\c d'e`
 	plainRO := Share{Name: "store", Dir: "/nix/store", Socket: "/run/r/fs0-store.sock", ReadOnly: true, Cache: "always"}
-	plainRW := Share{Name: "work", Dir: "/home/u/w", Socket: "/run/r/fs1-work.sock", Cache: "auto"}
+	// What the guest makes in a writable share is root's when root runs
+	// sonix-run, else the user's (1000, group 100).
+	root, user := &ids{0, 0}, &ids{1000, 100}
+	plainRW := Share{Name: "work", Dir: "/home/u/w", Socket: "/run/r/fs1-work.sock", Cache: "auto", testOwner: root}
+	userRW := plainRW
+	userRW.testOwner = user
 	oddRO := Share{Name: "odd", Dir: awkward, Socket: "/run/r/fs2-odd.sock", ReadOnly: true, Cache: "always"}
-	oddRW := Share{Name: "odd", Dir: awkward, Socket: "/run/r/fs2-odd.sock", Cache: "auto"}
+	oddRW := Share{Name: "odd", Dir: awkward, Socket: "/run/r/fs2-odd.sock", Cache: "auto", testOwner: root}
+	userOddRW := oddRW
+	userOddRW.testOwner = user
 	// The run directory is the user's choice too ($XDG_RUNTIME_DIR).
 	oddRun := Share{Name: "store", Dir: "/nix/store", Socket: `/run/x,y\z/fs0-store.sock`, ReadOnly: true, Cache: "always"}
 
@@ -41,10 +48,15 @@ func TestArgs(t *testing.T) {
 		// Rust with --readonly: the daemon enforces it, as root or not.
 		{"rust ro root", rust, plainRO, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs0-store.sock", "--shared-dir=/nix/store", "--cache=always", "--sandbox=chroot", "--readonly", "--inode-file-handles=prefer"}, nil},
 		{"rust ro user", rust, plainRO, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs0-store.sock", "--shared-dir=/nix/store", "--cache=always", "--sandbox=none", "--readonly", "--inode-file-handles=prefer"}, nil},
-		{"rust rw root", rust, plainRW, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=chroot", "--inode-file-handles=prefer"}, nil},
-		{"rust rw user", rust, plainRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=none", "--inode-file-handles=prefer"}, nil},
+		// Writable: every guest id is the owner's; as root, no mknod and no
+		// fsetid (the rest is the filter, TestGuard).
+		{"rust rw root", rust, plainRW, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=chroot",
+			"--translate-uid=squash-guest:0:0:4294967295", "--translate-gid=squash-guest:0:0:4294967295", "--modcaps=-mknod:-fsetid", "--inode-file-handles=prefer"}, nil},
+		{"rust rw user", rust, userRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=none",
+			"--translate-uid=squash-guest:0:1000:4294967295", "--translate-gid=squash-guest:0:100:4294967295", "--inode-file-handles=prefer"}, nil},
 		{"rust ro root odd", rust, oddRO, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", `--shared-dir=/src/a,b\c d'e`, "--cache=always", "--sandbox=chroot", "--readonly", "--inode-file-handles=prefer"}, nil},
-		{"rust rw user odd", rust, oddRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", `--shared-dir=/src/a,b\c d'e`, "--cache=auto", "--sandbox=none", "--inode-file-handles=prefer"}, nil},
+		{"rust rw user odd", rust, userOddRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", `--shared-dir=/src/a,b\c d'e`, "--cache=auto", "--sandbox=none",
+			"--translate-uid=squash-guest:0:1000:4294967295", "--translate-gid=squash-guest:0:100:4294967295", "--inode-file-handles=prefer"}, nil},
 
 		// Rust before 1.13: root serves a read-only view; a user cannot.
 		{"old rust ro root", oldRust, plainRO, true, wrap("/nix/store", "/run/r/fs0-store.ro",
@@ -53,8 +65,9 @@ func TestArgs(t *testing.T) {
 			"/bin/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", "--shared-dir=/run/r/fs2-odd.ro", "--cache=always", "--sandbox=chroot"), nil},
 		{"old rust ro user", oldRust, plainRO, false, nil, ErrNoReadOnly},
 		{"old rust ro user odd", oldRust, oddRO, false, nil, ErrNoReadOnly},
-		{"old rust rw root", oldRust, plainRW, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=chroot"}, nil},
-		{"old rust rw user", oldRust, plainRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=none"}, nil},
+		// Without --translate-uid, the filter alone keeps the owner's ids.
+		{"old rust rw root", oldRust, plainRW, true, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=chroot", "--modcaps=-mknod:-fsetid"}, nil},
+		{"old rust rw user", oldRust, userRW, false, []string{"/bin/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "--shared-dir=/home/u/w", "--cache=auto", "--sandbox=none"}, nil},
 
 		// Legacy: root only; read-only through the view; its -o list escaped.
 		{"legacy ro root", legacy, plainRO, true, wrap("/nix/store", "/run/r/fs0-store.ro",
@@ -63,12 +76,15 @@ func TestArgs(t *testing.T) {
 			"/usr/lib/qemu/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", "-o", "source=/run/r/fs2-odd.ro", "-o", "cache=always", "-o", "sandbox=chroot"), nil},
 		{"legacy ro root odd run dir", legacy, oddRun, true, wrap("/nix/store", `/run/x,y\z/fs0-store.ro`,
 			"/usr/lib/qemu/virtiofsd", `--socket-path=/run/x,y\z/fs0-store.sock`, "-o", `source=/run/x\,y\\z/fs0-store.ro`, "-o", "cache=always", "-o", "sandbox=chroot"), nil},
-		{"legacy rw root", legacy, plainRW, true, []string{"/usr/lib/qemu/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "-o", "source=/home/u/w", "-o", "cache=auto", "-o", "sandbox=chroot"}, nil},
-		{"legacy rw root odd", legacy, oddRW, true, []string{"/usr/lib/qemu/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", "-o", `source=/src/a\,b\\c d'e`, "-o", "cache=auto", "-o", "sandbox=chroot"}, nil},
+		{"legacy rw root", legacy, plainRW, true, []string{"/usr/lib/qemu/virtiofsd", "--socket-path=/run/r/fs1-work.sock", "-o", "source=/home/u/w", "-o", "cache=auto", "-o", "sandbox=chroot", "-o", "modcaps=-mknod:-fsetid"}, nil},
+		{"legacy rw root odd", legacy, oddRW, true, []string{"/usr/lib/qemu/virtiofsd", "--socket-path=/run/r/fs2-odd.sock", "-o", `source=/src/a\,b\\c d'e`, "-o", "cache=auto", "-o", "sandbox=chroot", "-o", "modcaps=-mknod:-fsetid"}, nil},
 		{"legacy ro user", legacy, plainRO, false, nil, ErrNeedsRoot},
 		{"legacy rw user odd", legacy, oddRW, false, nil, ErrNeedsRoot},
 	}
 	for _, tt := range tests {
+		if !tt.s.ReadOnly && !guardSupported && tt.wantErr == nil {
+			tt.want, tt.wantErr = nil, ErrUnguarded
+		}
 		got, err := tt.d.Args(tt.s, tt.root)
 		if tt.wantErr != nil {
 			if !errors.Is(err, tt.wantErr) {
@@ -76,7 +92,11 @@ func TestArgs(t *testing.T) {
 				continue
 			}
 			// What to do about it, and which share it is.
-			for _, want := range []string{"install", "root", `"` + tt.s.Name + `"`, tt.s.Dir} {
+			todo := []string{"install", "root"}
+			if errors.Is(err, ErrUnguarded) {
+				todo = []string{"read-only", ":ro"}
+			}
+			for _, want := range append(todo, `"`+tt.s.Name+`"`, tt.s.Dir) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("%s: error %q does not mention %q", tt.name, err, want)
 				}
@@ -86,6 +106,42 @@ func TestArgs(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%s:\n got %q, %v\nwant %q", tt.name, got, err, tt.want)
 		}
+	}
+}
+
+// A writable share's daemon runs under the filter, for the share's owner; a
+// read-only one's does not. Chrooted (as root), it loses openat2.
+func TestArgsGuard(t *testing.T) {
+	if !guardSupported {
+		t.Skip("no filter on this system")
+	}
+	d := &Daemon{Path: "/bin/virtiofsd", Flavour: Rust, ReadOnly: true, TranslateIDs: true}
+	legacy := &Daemon{Path: "/usr/lib/qemu/virtiofsd", Flavour: Legacy}
+	owner := &ids{1000, 100}
+	rw := Share{Name: "work", Dir: "/w", Socket: "/run/r/fs1-work.sock", testOwner: owner}
+	ro := Share{Name: "store", Dir: "/nix/store", Socket: "/run/r/fs0-store.sock", ReadOnly: true}
+	for _, tt := range []struct {
+		d    *Daemon
+		s    Share
+		root bool
+		want *guard
+	}{
+		{d, rw, true, &guard{owner: *owner, noOpenat2: true}},
+		{d, rw, false, &guard{owner: *owner}},
+		{legacy, rw, true, &guard{owner: *owner, noOpenat2: true}},
+		{d, ro, true, nil},
+		{d, ro, false, nil},
+		{legacy, ro, true, nil},
+	} {
+		_, g, err := tt.d.command(tt.s, tt.root)
+		if err != nil || !reflect.DeepEqual(g, tt.want) {
+			t.Errorf("%s %s root=%v: guard %+v, %v; want %+v", tt.d.Flavour, tt.s.Name, tt.root, g, err, tt.want)
+		}
+	}
+	// Without an owner, the user running it.
+	rw.testOwner = nil
+	if _, g, _ := d.command(rw, false); g == nil || g.owner != (ids{uint32(os.Geteuid()), uint32(os.Getegid())}) {
+		t.Errorf("guard %+v, want the effective ids", g)
 	}
 }
 
@@ -171,5 +227,15 @@ func requireRootAndUnshare(t *testing.T) {
 		if _, err := exec.LookPath(p); err != nil {
 			t.Skipf("needs util-linux: %v", err)
 		}
+	}
+}
+
+func TestGuardNote(t *testing.T) {
+	if n := GuardNote(Share{Name: "store", ReadOnly: true}); n != "" {
+		t.Errorf("a read-only share has a note: %q", n)
+	}
+	n := GuardNote(Share{Name: "work", testOwner: &ids{1000, 100}})
+	if !strings.HasPrefix(n, `# "work": `) || !strings.Contains(n, "seccomp") || !strings.Contains(n, "1000:100") || strings.Contains(n, "\n") {
+		t.Errorf("note %q", n)
 	}
 }

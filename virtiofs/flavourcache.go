@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"github.com/sonix-run/sonix-run/internal/fileid"
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/sonix-run/sonix-run/internal/fileid"
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
 // What a virtiofsd binary is does not change until the binary does, so it is
@@ -19,7 +21,11 @@ import (
 // failing to write it is harmless.
 
 // flavourCacheFormat marks the file's layout; a file without it is not ours.
-const flavourCacheFormat = "sonix-run virtiofsd flavours v1"
+// v2 added translateIds: a v1 file, which never says it, is not read.
+const flavourCacheFormat = "sonix-run virtiofsd flavours v2"
+
+// flavourCacheName is the file's name in sonix-run's cache directory.
+const flavourCacheName = "virtiofsd-flavours.json"
 
 const (
 	maxCacheEntries = 16      // binaries remembered, most recent first
@@ -37,6 +43,7 @@ type cachedEntry struct {
 	Flavour          string   `json:"flavour"` // "rust" or "legacy"
 	ReadOnly         bool     `json:"readonly,omitempty"`
 	InodeFileHandles bool     `json:"inodeFileHandles,omitempty"`
+	TranslateIDs     bool     `json:"translateIds,omitempty"`
 }
 
 // binaryID is what identifies one version of a file.
@@ -44,14 +51,19 @@ type binaryID = fileid.ID
 
 var flavourNames = map[Flavour]string{Rust: "rust", Legacy: "legacy"}
 
-// flavourCacheFile is the cache's path: $XDG_CACHE_HOME/sonix-run or
-// ~/.cache/sonix-run; "" when there is no cache directory.
+// cacheDir is sonix-run's own cache directory, made and checked (a
+// variable for tests).
+var cacheDir = owndir.CacheDir
+
+// flavourCacheFile is the cache's path in sonix-run's cache directory
+// ($XDG_CACHE_HOME/sonix-run, ~/.cache/sonix-run, or its fallback: see
+// owndir.CacheDir); "" when there is no cache directory to trust.
 func flavourCacheFile() string {
-	dir, err := os.UserCacheDir()
-	if err != nil {
+	dir, err := cacheDir()
+	if err != nil || dir == "" {
 		return ""
 	}
-	return filepath.Join(dir, "sonix-run", "virtiofsd-flavours.json")
+	return filepath.Join(dir, flavourCacheName)
 }
 
 // decodeFlavourCache reads the cache file's contents; an error means the file
@@ -93,7 +105,7 @@ func (c *flavourCache) lookup(path string, id binaryID) (*Daemon, bool) {
 	for _, e := range c.Daemons {
 		if e.Path == path && e.File == id {
 			f, _ := flavourOf(e.Flavour)
-			return &Daemon{Path: path, Flavour: f, ReadOnly: e.ReadOnly, InodeFileHandles: e.InodeFileHandles}, true
+			return &Daemon{Path: path, Flavour: f, ReadOnly: e.ReadOnly, InodeFileHandles: e.InodeFileHandles, TranslateIDs: e.TranslateIDs}, true
 		}
 	}
 	return nil, false
@@ -102,7 +114,7 @@ func (c *flavourCache) lookup(path string, id binaryID) (*Daemon, bool) {
 // remember puts d first, dropping what was known of its path and the oldest
 // entries beyond the limit.
 func (c *flavourCache) remember(d *Daemon, id binaryID) {
-	entries := []cachedEntry{{Path: d.Path, File: id, Flavour: flavourNames[d.Flavour], ReadOnly: d.ReadOnly, InodeFileHandles: d.InodeFileHandles}}
+	entries := []cachedEntry{{Path: d.Path, File: id, Flavour: flavourNames[d.Flavour], ReadOnly: d.ReadOnly, InodeFileHandles: d.InodeFileHandles, TranslateIDs: d.TranslateIDs}}
 	for _, e := range c.Daemons {
 		if e.Path != d.Path && len(entries) < maxCacheEntries {
 			entries = append(entries, e)
@@ -151,10 +163,12 @@ func cachedDaemon(file, path string) (*Daemon, bool) {
 	return c.lookup(path, id)
 }
 
-// rememberDaemon records d in the cache in file. The new file replaces the
-// old one at once (a rename), so a run that reads it at the same time, or a
-// run killed while writing it, never sees half a file; two runs writing at
-// once lose one entry at worst, which the next run adds again.
+// rememberDaemon records d in the cache in file, which is in an own
+// directory (owndir: no one else can plant or swap a file there). The new
+// file replaces the old one at once (a rename, never following a link), so
+// a run that reads it at the same time, or a run killed while writing it,
+// never sees half a file; two runs writing at once lose one entry at worst,
+// which the next run adds again.
 func rememberDaemon(file string, d *Daemon) {
 	if file == "" || d.Flavour == 0 {
 		return
@@ -172,27 +186,5 @@ func rememberDaemon(file string, d *Daemon) {
 	if err != nil {
 		return
 	}
-	_ = writeAtomically(file, append(data, '\n'))
-}
-
-func writeAtomically(file string, data []byte) error {
-	dir := filepath.Dir(file)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".virtiofsd-flavours-*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), file)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	_ = owndir.WriteFile(filepath.Dir(file), filepath.Base(file), append(data, '\n'), 0o644)
 }

@@ -3,6 +3,7 @@ package virtiofs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
 // countingDaemon is a stand-in virtiofsd that prints the help in helpFile
@@ -52,13 +55,15 @@ func TestFlavourCache(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the cache is kept on Linux only, where virtiofsd runs")
 	}
-	rustHelp := readHelp(t, "help-rust-1.13.txt")
+	rustHelp := readHelp(t, "help-rust-1.13.2.txt")
 	legacyHelp := readHelp(t, "help-legacy-7.2.txt")
 	fake := newCountingDaemon(t, rustHelp)
 	t.Setenv(EnvVar, fake.path)
-	cacheDir := t.TempDir()
-	t.Setenv("XDG_CACHE_HOME", cacheDir)
-	file := filepath.Join(cacheDir, "sonix-run", "virtiofsd-flavours.json")
+	// owndir.CacheDir decides once per process; this test's own, made
+	// and checked the same way.
+	dir := filepath.Join(t.TempDir(), "sonix-run")
+	useCacheDir(t, dir)
+	file := filepath.Join(dir, "virtiofsd-flavours.json")
 
 	find := func(wantRuns int, want Daemon) {
 		t.Helper()
@@ -76,7 +81,7 @@ func TestFlavourCache(t *testing.T) {
 			t.Errorf("no valid cache file after Find")
 		}
 	}
-	rust := Daemon{Path: fake.path, Flavour: Rust, ReadOnly: true, InodeFileHandles: true}
+	rust := Daemon{Path: fake.path, Flavour: Rust, ReadOnly: true, InodeFileHandles: true, TranslateIDs: true}
 	legacy := Daemon{Path: fake.path, Flavour: Legacy}
 
 	find(1, rust) // learnt
@@ -99,6 +104,9 @@ func TestFlavourCache(t *testing.T) {
 		`{"format":"someone else's","daemons":[]}`,
 		`{"format":"` + flavourCacheFormat + `","daemons":[{"path":"relative","file":{},"flavour":"rust"}]}`,
 		`{"format":"` + flavourCacheFormat + `","daemons":[{"path":"` + fake.path + `","file":{},"flavour":"go"}]}`,
+		// What sonix-run wrote before translateIds: it never says whether
+		// the daemon can translate ids, so it is asked again.
+		`{"format":"sonix-run virtiofsd flavours v1","daemons":[]}`,
 		strings.Repeat(" ", maxCacheBytes+1),
 	} {
 		if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
@@ -158,10 +166,38 @@ func TestFlavourCacheKeepsSeveralBinaries(t *testing.T) {
 	}
 }
 
+// useCacheDir makes dir, as owndir makes a cache directory, the cache
+// directory for the test.
+func useCacheDir(t *testing.T, dir string) {
+	t.Helper()
+	if err := owndir.EnsureIn(dir, owndir.Cache); err != nil {
+		t.Fatal(err)
+	}
+	cacheDir = func() (string, error) { return dir, nil }
+	t.Cleanup(func() { cacheDir = owndir.CacheDir })
+}
+
+// No cache directory to trust (owndir refused them all): no cache, and
+// Find still works.
+func TestFlavourCacheWithoutADirectory(t *testing.T) {
+	fake := newCountingDaemon(t, readHelp(t, "help-legacy-7.2.txt"))
+	t.Setenv(EnvVar, fake.path)
+	cacheDir = func() (string, error) { return "", errors.New("no home") }
+	t.Cleanup(func() { cacheDir = owndir.CacheDir })
+	for want := 1; want <= 2; want++ {
+		if d, err := Find(context.Background()); err != nil || d.Flavour != Legacy {
+			t.Fatalf("Find = %+v, %v", d, err)
+		}
+		if got := fake.runs(); got != want {
+			t.Errorf("--help ran %d times, want %d (nothing to remember it in)", got, want)
+		}
+	}
+}
+
 func FuzzDecodeFlavourCache(f *testing.F) {
 	valid, _ := json.Marshal(flavourCache{Format: flavourCacheFormat, Daemons: []cachedEntry{
 		{Path: "/usr/lib/qemu/virtiofsd", File: binaryID{Dev: 1, Inode: 2, Size: 3, MtimeNs: 4, CtimeNs: 5}, Flavour: "legacy"},
-		{Path: "/usr/libexec/virtiofsd", Flavour: "rust", ReadOnly: true, InodeFileHandles: true},
+		{Path: "/usr/libexec/virtiofsd", Flavour: "rust", ReadOnly: true, InodeFileHandles: true, TranslateIDs: true},
 	}})
 	f.Add(valid)
 	f.Add([]byte(""))

@@ -63,16 +63,22 @@ func (p *Process) failure(what string) error {
 }
 
 // Start runs virtiofsd for s and returns once its socket accepts
-// connections. log, if not nil, also receives its stdout and stderr.
+// connections. log, if not nil, also receives its stdout and stderr. A
+// writable share's daemon runs under the filter of guard.go.
 func Start(ctx context.Context, d *Daemon, s Share, log io.Writer) (*Process, error) {
-	args, err := d.Args(s, os.Geteuid() == 0)
+	args, g, err := d.command(s, os.Geteuid() == 0)
 	if err != nil {
 		return nil, err
 	}
-	return start(ctx, d, s, args, log)
+	if g != nil {
+		if err := checkGuard(g); err != nil {
+			return nil, fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return start(ctx, d, s, args, g, log)
 }
 
-func start(ctx context.Context, d *Daemon, s Share, args []string, log io.Writer) (*Process, error) {
+func start(ctx context.Context, d *Daemon, s Share, args []string, g *guard, log io.Writer) (*Process, error) {
 	p := &Process{Share: s, Args: args, stderr: proc.NewTail(4096), exited: make(chan struct{}), legacy: d.Flavour == Legacy}
 	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Stdout = log
@@ -83,7 +89,13 @@ func start(ctx context.Context, d *Daemon, s Share, args []string, log io.Writer
 	// Its stderr is copied through a pipe; should something it started
 	// keep the pipe open after it exits, Wait still returns.
 	p.cmd.WaitDelay = time.Second
-	if err := proc.Start(p.cmd); err != nil {
+	var err error
+	if g != nil {
+		err = startGuarded(p.cmd, g)
+	} else {
+		err = proc.Start(p.cmd)
+	}
+	if err != nil {
 		if args[0] != d.Path {
 			err = fmt.Errorf("%w (serving a read-only share without --readonly needs util-linux's unshare and mount)", err)
 		}
@@ -204,22 +216,29 @@ type Group struct {
 }
 
 // StartAll starts one daemon per share, all at once, and returns when every
-// one listens. Every command line is built before anything starts, so a
-// share that cannot be served starts nothing. If one fails, the others are
-// not waited for: all that started are stopped.
+// one listens. Every command line is built, and every filter a writable
+// share needs (guard.go) is made, before anything starts, so a share that
+// cannot be served starts nothing. If one fails, the others are not waited
+// for: all that started are stopped.
 func StartAll(ctx context.Context, d *Daemon, shares []Share, log io.Writer) (*Group, error) {
 	asRoot := os.Geteuid() == 0
 	argvs := make([][]string, len(shares))
+	guards := make([]*guard, len(shares))
 	for i, s := range shares {
 		var err error
-		if argvs[i], err = d.Args(s, asRoot); err != nil {
+		if argvs[i], guards[i], err = d.command(s, asRoot); err != nil {
 			return nil, err
 		}
+		if guards[i] != nil {
+			if err := checkGuard(guards[i]); err != nil {
+				return nil, fmt.Errorf("%s: %w", s, err)
+			}
+		}
 	}
-	return startAll(ctx, d, shares, argvs, log)
+	return startAll(ctx, d, shares, argvs, guards, log)
 }
 
-func startAll(ctx context.Context, d *Daemon, shares []Share, argvs [][]string, log io.Writer) (*Group, error) {
+func startAll(ctx context.Context, d *Daemon, shares []Share, argvs [][]string, guards []*guard, log io.Writer) (*Group, error) {
 	startCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	procs := make([]*Process, len(shares))
@@ -229,7 +248,7 @@ func startAll(ctx context.Context, d *Daemon, shares []Share, argvs [][]string, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			procs[i], errs[i] = start(startCtx, d, shares[i], argvs[i], log)
+			procs[i], errs[i] = start(startCtx, d, shares[i], argvs[i], guards[i], log)
 			if errs[i] != nil {
 				cancel() // the run fails: the others need not finish starting
 			}

@@ -6,6 +6,11 @@
 // does (a root guest can remount its side read-write): the Rust daemon gets
 // --readonly; a daemon without it runs, as root, over a read-only bind
 // mount that exists only in its own mount namespace (see Args).
+//
+// A writable share takes the guest's files, but never lets the guest leave
+// on the host what another local user could turn against the one who ran
+// sonix-run (or against root): no setuid or setgid file, no device node, no
+// file owned by anyone but that user. See guard.go.
 package virtiofs
 
 import (
@@ -48,6 +53,9 @@ type Daemon struct {
 	// InodeFileHandles: understands --inode-file-handles, which keeps a large
 	// store from exhausting file descriptors.
 	InodeFileHandles bool
+	// TranslateIDs: understands --translate-uid and --translate-gid (Rust
+	// >= 1.13), with which it gives every file the guest makes to one owner.
+	TranslateIDs bool
 }
 
 // SearchPaths are where distributions install virtiofsd, tried after $PATH.
@@ -129,6 +137,7 @@ func Detect(path, help string) (*Daemon, error) {
 		d.Flavour = Rust
 		d.ReadOnly = strings.Contains(help, "--readonly")
 		d.InodeFileHandles = strings.Contains(help, "--inode-file-handles")
+		d.TranslateIDs = strings.Contains(help, "--translate-uid") && strings.Contains(help, "--translate-gid")
 	case strings.Contains(help, "-o source="), strings.Contains(help, legacyNotRoot):
 		d.Flavour = Legacy
 	default:
@@ -144,6 +153,22 @@ type Share struct {
 	Socket   string // absolute; its directory is the run's, private to it
 	ReadOnly bool
 	Cache    string // "always" or "auto"
+
+	testOwner *ids // for tests: instead of the effective ids
+}
+
+// ids are a user and group id on the host.
+type ids struct{ uid, gid uint32 }
+
+// owner is who owns, on the host, every file the guest makes in s: the user
+// running sonix-run (its effective ids). It is the one owner every flavour
+// can give them: the legacy daemon, as root, keeps its own ids when the
+// filter stops it from taking the guest user's.
+func (s Share) owner() ids {
+	if s.testOwner != nil {
+		return *s.testOwner
+	}
+	return ids{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid())}
 }
 
 func (s Share) String() string { return fmt.Sprintf("share %q (%s)", s.Name, s.Dir) }
@@ -155,6 +180,11 @@ var ErrNeedsRoot = errors.New("the legacy C virtiofsd needs root")
 // keep read-only: a Rust daemon older than 1.13 (no --readonly) run by a
 // user who is not root (who cannot make a read-only bind mount for it).
 var ErrNoReadOnly = errors.New("this virtiofsd cannot serve a share read-only")
+
+// ErrUnguarded is returned for a writable share where sonix-run cannot keep
+// the guest from leaving setuid programs, device nodes or files of other
+// owners on the host (it needs Linux seccomp, on x86_64 or aarch64).
+var ErrUnguarded = errors.New("cannot keep a guest from leaving setuid programs or device nodes in a writable share")
 
 // Leftovers are the files outside the socket's directory that the daemon
 // serving s leaves behind when it exits, for a caller that runs it by hand

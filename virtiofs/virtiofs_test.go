@@ -30,6 +30,9 @@ func TestDetect(t *testing.T) {
 		// The legacy daemon run by a user with supplementary groups answers
 		// even --help with this, and exits 1.
 		{help: "setgroups() failed with error=1:Operation not permitted\n", want: Daemon{Path: "d", Flavour: Legacy}},
+		// Debian 13's, as it prints it.
+		{help: readHelp(t, "help-rust-1.13.2.txt"), want: Daemon{Path: "d", Flavour: Rust, ReadOnly: true, InodeFileHandles: true, TranslateIDs: true}},
+		// An abridged one without the id translation options.
 		{help: readHelp(t, "help-rust-1.13.txt"), want: Daemon{Path: "d", Flavour: Rust, ReadOnly: true, InodeFileHandles: true}},
 		// Before 1.13 the Rust daemon had no --readonly.
 		{help: "Usage: virtiofsd [OPTIONS]\n --shared-dir <dir>\n --sandbox <s>\n", want: Daemon{Path: "d", Flavour: Rust}},

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/sonix-run/sonix-run/internal/owndir"
 )
 
 // lanLock is an exclusive flock on a LAN's lock file. It is held only for
@@ -29,7 +32,8 @@ type lanLock struct {
 func lockLAN(ctx context.Context, p lanPaths) (*lanLock, error) {
 	pause := time.Millisecond
 	for {
-		f, err := os.OpenFile(p.lock(), os.O_RDWR|os.O_CREATE, 0o600)
+		// A link at the lock's name is replaced, never followed.
+		f, err := owndir.OpenLock(p.base, filepath.Base(p.lock()))
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +60,7 @@ func lockLAN(ctx context.Context, p lanPaths) (*lanLock, error) {
 		// away does, while holding it): then our lock is on a file no one
 		// else will open, and we must lock the current one instead.
 		held, err1 := f.Stat()
-		now, err2 := os.Stat(p.lock())
+		now, err2 := os.Lstat(p.lock())
 		if err1 == nil && err2 == nil && os.SameFile(held, now) {
 			return &lanLock{f: f, path: p.lock()}, nil
 		}

@@ -51,6 +51,7 @@ type Features struct {
 	RawQEMUArgs       bool // --qemu-arg
 	Rosetta           bool // --rosetta
 	NetNone           bool // --net none
+	NetRestricted     bool // --net restricted
 	VLAN              bool // --vlan
 	Dump              bool // --dump
 }

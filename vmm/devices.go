@@ -10,7 +10,7 @@ import (
 // Network is the guest's network: a NAT NIC (NetUser) first, then one NIC
 // per virtual LAN, in order (with NetNone the first LAN's NIC is eth0).
 type Network struct {
-	Mode     string // NetUser or NetNone
+	Mode     string // NetUser, NetRestricted or NetNone
 	Forwards []Forward
 	VLANs    []VLANPort
 }
@@ -25,17 +25,26 @@ type VLANPort struct {
 
 const (
 	NetUser = "user" // NAT through the hypervisor, no privileges needed
-	NetNone = "none"
+	// NetRestricted is NetUser with the guest cut off from the host and
+	// the network: only forwarded ports reach it. For guests that must not
+	// reach services on the host's loopback (which NAT maps to 10.0.2.2)
+	// or the outside.
+	NetRestricted = "restricted"
+	NetNone       = "none"
 )
 
 // ParseNet reads --net.
 func ParseNet(s string) (string, error) {
 	switch s {
-	case NetUser, NetNone:
+	case NetUser, NetRestricted, NetNone:
 		return s, nil
 	}
-	return "", fmt.Errorf("--net %q: expected user or none", s)
+	return "", fmt.Errorf("--net %q: expected user, restricted or none", s)
 }
+
+// NAT says whether the network has the hypervisor's NAT NIC (which takes
+// forwards).
+func (n Network) NAT() bool { return n.Mode == NetUser || n.Mode == NetRestricted }
 
 // Forward forwards a port on the host's loopback to the guest.
 type Forward struct {

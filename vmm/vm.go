@@ -183,8 +183,8 @@ func (vm *VM) Validate() error {
 			return fmt.Errorf("--forward tcp:%d: that host port is the gdb stub's (--gdb)", f.HostPort)
 		}
 	}
-	if len(vm.Network.Forwards) > 0 && vm.Network.Mode != NetUser {
-		return fmt.Errorf("--forward %s needs --net user", vm.Network.Forwards[0])
+	if len(vm.Network.Forwards) > 0 && !vm.Network.NAT() {
+		return fmt.Errorf("--forward %s needs --net user or restricted", vm.Network.Forwards[0])
 	}
 	return nil
 }

@@ -371,22 +371,24 @@ func systemdIsInit() bool {
 	return err == nil && fi.IsDir()
 }
 
-// put extracts the archive the host streams under dst.
+// put extracts the archive the host streams under dst. The agent runs as
+// root: like tar for root, it keeps modes exactly and setuid and setgid
+// bits. Extraction still never follows a link below dst, against a guest
+// user who can write there.
 func (s *server) put(o *op, dst string) {
-	if err := copytar.CheckDestination(dst); err != nil {
+	d, err := copytar.OpenDestination(dst)
+	if err != nil {
 		o.fail(0, "%v", err)
 		return
 	}
+	defer d.Close()
 	if err := o.w.Write(wire.FrameStarted, wire.EncodeCount(0)); err != nil {
 		return
 	}
+	// Extract reads up to the stdin-eof frame before it puts the copy in
+	// place.
 	in := &inputReader{r: o.r}
-	if err := copytar.Extract(in, dst, copytar.Options{KeepSetID: true}); err != nil {
-		o.fail(0, "%s: %v", dst, err)
-		return
-	}
-	// The archive's end blocks may leave padding before the end frame.
-	if _, err := io.Copy(io.Discard, in); err != nil {
+	if err := d.Extract(in, copytar.Options{KeepSetID: true, KeepMode: true}); err != nil {
 		o.fail(0, "%s: %v", dst, err)
 		return
 	}

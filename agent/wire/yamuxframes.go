@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 )
 
 // yamux's framing (its spec.md): a 12-byte header of version (0), type,
@@ -14,12 +15,45 @@ import (
 const (
 	yamuxHeaderSize = 12
 	yamuxTypeData   = 0
+	yamuxTypeWindow = 1
+	yamuxTypePing   = 2
+	yamuxFlagSYN    = 1
 	yamuxFlagFIN    = 4
 	yamuxFlagRST    = 8
 )
 
+// YamuxHeader is a yamux frame header, as the FrameTracker saw it.
+type YamuxHeader struct {
+	Type   byte
+	Flags  uint16
+	Stream uint32
+	Length uint32
+}
+
+// RefuseHostBound is the host's check of the guest's frames: a guest
+// never pings (yamux answers each ping in a goroutine of its own, which a
+// guest that pings without reading could multiply until the host runs out
+// of memory) and never opens a stream (only the host does).
+func RefuseHostBound(h YamuxHeader) error {
+	switch {
+	case h.Type == yamuxTypePing && h.Flags&yamuxFlagSYN != 0:
+		return errors.New("the guest sent a ping, which only the host does")
+	case (h.Type == yamuxTypeData || h.Type == yamuxTypeWindow) && h.Flags&yamuxFlagSYN != 0:
+		return errors.New("the guest opened a stream, which only the host does")
+	case h.Type > 3:
+		return fmt.Errorf("a frame of unknown type %d", h.Type)
+	}
+	return nil
+}
+
 // FrameTracker follows yamux frames through a byte stream.
 type FrameTracker struct {
+	// Refuse, when set, checks each header: a refused one is not taken
+	// (its last byte stays untaken, so yamux never acts on it), Advance
+	// stops, and Err says why.
+	Refuse func(YamuxHeader) error
+	err    error
+
 	hdr  [yamuxHeaderSize]byte
 	n    int    // header bytes seen
 	body uint32 // body bytes still to come
@@ -42,6 +76,9 @@ func (t *FrameTracker) Advance(p []byte) (n int, stopped bool) {
 			}
 			continue
 		}
+		if t.err != nil {
+			return n, true
+		}
 		if t.n == 0 && p[n] != 0 {
 			return n, true
 		}
@@ -49,6 +86,20 @@ func (t *FrameTracker) Advance(p []byte) (n int, stopped bool) {
 		t.n += k
 		n += k
 		t.since += k
+		if t.n == yamuxHeaderSize && t.Refuse != nil {
+			h := YamuxHeader{
+				Type:   t.hdr[1],
+				Flags:  binary.BigEndian.Uint16(t.hdr[2:]),
+				Stream: binary.BigEndian.Uint32(t.hdr[4:]),
+				Length: binary.BigEndian.Uint32(t.hdr[8:]),
+			}
+			if err := t.Refuse(h); err != nil {
+				t.err = err
+				t.n--
+				t.since--
+				return n - 1, true
+			}
+		}
 		if t.n == yamuxHeaderSize {
 			t.n = 0
 			if t.hdr[1] == yamuxTypeData {
@@ -61,6 +112,9 @@ func (t *FrameTracker) Advance(p []byte) (n int, stopped bool) {
 	}
 	return n, false
 }
+
+// Err is why Refuse stopped the stream; nil otherwise.
+func (t *FrameTracker) Err() error { return t.err }
 
 // InFrame is how many bytes of an unfinished frame have been taken (0 at a
 // frame boundary).

@@ -100,7 +100,7 @@ func bootConfig(args []string, stdin *os.File, stdout, stderr io.Writer) (*launc
 	fs.BoolVar(&cfg.Force, "force", false, "boot a --kernel even when its configuration says it cannot boot this system")
 	fs.Var(kernelFormatFlag{&cfg.KernelAsIs}, "kernel-format", "auto boots an x86_64 bzImage's vmlinux (kept in the kernel cache) through its PVH entry, about twice as fast under TCG; bzimage boots the kernel file as given")
 	fs.StringArrayVar(&cfg.Append, "append", nil, "add `ARG` to the kernel command line, last (repeatable; also $SONIX_APPEND)")
-	fs.Var(netFlag{&cfg.Net}, "net", "guest network: user (NAT, no privileges) or none")
+	fs.Var(netFlag{&cfg.Net}, "net", "guest network: user (NAT, no privileges), restricted (NAT without any way out: only forwarded ports reach the guest) or none")
 	fs.Var(listFlag[vmm.Forward]{&cfg.Forwards, vmm.ParseForward, "tcp:HOSTPORT:GUESTPORT"}, "forward", "forward host 127.0.0.1:HOSTPORT to the guest (repeatable; also udp:)")
 	fs.Var(listFlag[vmm.Disk]{&cfg.Disks, vmm.ParseDisk, "FILE[,format=raw|qcow2][,ro]"}, "disk", "attach an image as a virtio disk (repeatable)")
 	fs.StringArrayVar(&cfg.VLANs, "vlan", nil, "a NIC on the virtual LAN `NAME[=ADDR/PREFIX]`, shared with your other VMs on it, with that address (repeatable)")

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sonix-run/sonix-run/internal/termsafe"
 	"github.com/sonix-run/sonix-run/launcher"
 	_ "github.com/sonix-run/sonix-run/qemu" // the QEMU backend
 	_ "github.com/sonix-run/sonix-run/vz"   // the Virtualization.framework backend (macOS)
@@ -75,7 +76,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &e) && e.Reason == launcher.CommandExit {
 		return e.Status // the command's own; its stderr has said what it had to
 	}
-	fmt.Fprintf(stderr, "sonix-run: %v\n", err)
+	fmt.Fprintf(stderr, "sonix-run: %s\n", termsafe.Text(err.Error()))
 	if !errors.As(err, &e) {
 		return exitFailure
 	}
@@ -103,6 +104,6 @@ func exitCode(err error, stderr io.Writer) int {
 
 // usageError prints a usage problem and returns exit 2.
 func usageError(stderr io.Writer, verb, format string, args ...any) int {
-	fmt.Fprintf(stderr, "sonix-run%s: %s\nTry 'sonix-run%s --help'.\n", verb, fmt.Sprintf(format, args...), verb)
+	fmt.Fprintf(stderr, "sonix-run%s: %s\nTry 'sonix-run%s --help'.\n", verb, termsafe.Text(fmt.Sprintf(format, args...)), verb)
 	return exitUsage
 }

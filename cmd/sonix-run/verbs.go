@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/internal/termsafe"
 	"github.com/sonix-run/sonix-run/launcher"
 	"github.com/sonix-run/sonix-run/vmm"
 )
@@ -123,25 +127,54 @@ func remoteExec(name string, cmd launcher.Command, stdin *os.File, stdout, stder
 const cpUsage = `Usage: sonix-run cp SRC NAME:DST
        sonix-run cp NAME:SRC DST
 
-Copy a file or directory into or out of the running VM NAME, keeping modes.
-When DST is an existing directory, SRC is copied into it; else SRC is
-copied to DST.
+Copy a file or directory into or out of the running VM NAME, as docker cp
+does (see docs/copy.md): when DST is an existing directory, SRC is copied
+into it under its own name; otherwise DST is the copy's new name (a DST
+ending in / must be a directory, or becomes one). SRC/. copies the
+contents of the directory SRC. Modes and times are kept, links copied as
+links. Options come before SRC.
+
+A copy out of the VM writes only the name asked for, never through a link,
+with modes less your umask and no setuid bits; a new file or directory
+appears only once the whole copy has arrived. It is bounded: at most
+--max-bytes of file data in --max-entries entries, --max-depth levels
+deep; the VM must answer within --start-timeout and never be silent for
+--idle-timeout. A copy past a bound fails, naming it.
 
 Examples:
   sonix-run cp ./tests dev:/root/
   sonix-run cp dev:/var/log/messages .
+  sonix-run cp dev:/build/out/. ./out              the contents of out
+  sonix-run cp --max-bytes 20G dev:/build/images .
 
 Options:
 `
 
 func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs, help := verbFlags("cp", cpUsage, stdout, stderr)
+	lim := agent.CopyLimits{
+		MaxBytes:     agent.DefaultCopyMaxBytes,
+		MaxEntries:   agent.DefaultCopyMaxEntries,
+		MaxDepth:     agent.DefaultCopyMaxDepth,
+		StartTimeout: agent.DefaultCopyStartTimeout,
+		IdleTimeout:  agent.DefaultCopyIdleTimeout,
+	}
+	depth := int64(lim.MaxDepth)
+	fs.Var(cpSizeFlag{&lim.MaxBytes}, "max-bytes", "copying out of the VM, at most `SIZE` of file data (e.g. 500M, 20G; a number alone is MiB)")
+	fs.Var(cpCountFlag{&lim.MaxEntries, "max-entries"}, "max-entries", "copying out of the VM, at most `N` files, directories and links")
+	fs.Var(cpCountFlag{&depth, "max-depth"}, "max-depth", "copying out of the VM, at most `N` levels of directories")
+	fs.Var(cpDurationFlag{&lim.StartTimeout, "start-timeout"}, "start-timeout", "fail if the VM has not answered within `DURATION`")
+	fs.Var(cpDurationFlag{&lim.IdleTimeout, "idle-timeout"}, "idle-timeout", "fail once the copy has made no progress for `DURATION`")
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, " cp", "%v", err)
 	}
 	if *help {
 		return printVerbHelp(fs, cpUsage, stdout)
 	}
+	if depth > math.MaxInt32 {
+		return usageError(stderr, " cp", "--max-depth %d: expected at most %d", depth, math.MaxInt32)
+	}
+	lim.MaxDepth = int(depth)
 	if fs.NArg() != 2 {
 		return usageError(stderr, " cp", "expected SRC and DST, one of them NAME:PATH")
 	}
@@ -162,15 +195,75 @@ func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 		return exitCode(err, stderr)
 	}
 	if srcRemote {
-		err = r.Agent().CopyFrom(ctx, srcPath, dst)
+		err = r.Agent().CopyFrom(ctx, srcPath, dst, lim)
 	} else {
-		err = r.Agent().CopyTo(ctx, src, dstPath)
+		err = r.Agent().CopyTo(ctx, src, dstPath, lim)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "sonix-run cp: %v\n", err)
+		fmt.Fprintf(stderr, "sonix-run cp: %s\n", termsafe.Text(err.Error()))
 		return exitFailure
 	}
 	return exitOK
+}
+
+// cpSizeFlag is a bound in bytes, read as --memory is (vmm.ParseSize).
+type cpSizeFlag struct{ n *int64 }
+
+func (f cpSizeFlag) String() string {
+	for _, u := range []struct {
+		size int64
+		unit string
+	}{{1 << 40, "T"}, {1 << 30, "G"}, {1 << 20, "M"}, {1 << 10, "K"}} {
+		if *f.n >= u.size && *f.n%u.size == 0 {
+			return fmt.Sprintf("%d%s", *f.n/u.size, u.unit)
+		}
+	}
+	return fmt.Sprintf("%dK", (*f.n+1023)>>10)
+}
+func (f cpSizeFlag) Type() string { return "SIZE" }
+func (f cpSizeFlag) Set(s string) (err error) {
+	*f.n, err = vmm.ParseSize("--max-bytes", s)
+	return err
+}
+
+// cpCountFlag is a positive count.
+type cpCountFlag struct {
+	n    *int64
+	name string
+}
+
+func (f cpCountFlag) String() string { return strconv.FormatInt(*f.n, 10) }
+func (f cpCountFlag) Type() string   { return "N" }
+func (f cpCountFlag) Set(s string) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || v < 1 {
+		return fmt.Errorf("--%s %q: expected a positive number", f.name, s)
+	}
+	*f.n = v
+	return nil
+}
+
+// cpDurationFlag is a positive duration.
+type cpDurationFlag struct {
+	d    *time.Duration
+	name string
+}
+
+func (f cpDurationFlag) String() string {
+	s := f.d.String() // 1m0s reads as 1m
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return strings.TrimSuffix(s, "h0m")
+}
+func (f cpDurationFlag) Type() string { return "DURATION" }
+func (f cpDurationFlag) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || v <= 0 {
+		return fmt.Errorf("--%s %q: expected a positive duration such as 30s or 2m", f.name, s)
+	}
+	*f.d = v
+	return nil
 }
 
 // splitRemote reads NAME:PATH; a local path with a colon is written ./a:b.
@@ -205,8 +298,12 @@ func cmdList(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tPID\tUPTIME\tTARGET")
-	for _, o := range launcher.List() {
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", o.Name, o.PID, time.Since(o.Started).Round(time.Second), o.Target)
+	vms, notice := launcher.Running()
+	if notice != "" {
+		fmt.Fprintln(stderr, termsafe.Text(notice))
+	}
+	for _, o := range vms {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", termsafe.Line(o.Name), o.PID, time.Since(o.Started).Round(time.Second), termsafe.Line(o.Target))
 	}
 	w.Flush()
 	return exitOK
@@ -239,7 +336,7 @@ func cmdStop(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), *wait)
 	defer cancel()
 	if err := r.Stop(ctx); err != nil {
-		fmt.Fprintf(stderr, "sonix-run stop: %v\n", err)
+		fmt.Fprintf(stderr, "sonix-run stop: %s\n", termsafe.Text(err.Error()))
 		return exitFailure
 	}
 	return exitOK
@@ -248,7 +345,7 @@ func cmdStop(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 const forwardUsage = `Usage: sonix-run forward NAME tcp:HOSTPORT:GUESTPORT
 
 Forward a port on the host's 127.0.0.1 to the running VM NAME's port, from
-now until the VM ends (like --forward at boot; needs --net user). udp: too.
+now until the VM ends (like --forward at boot; needs --net user or restricted). udp: too.
 
 Options:
 `
@@ -275,7 +372,7 @@ func cmdForward(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Forward(ctx, f); err != nil {
-		fmt.Fprintf(stderr, "sonix-run forward: %v\n", err)
+		fmt.Fprintf(stderr, "sonix-run forward: %s\n", termsafe.Text(err.Error()))
 		return exitFailure
 	}
 	return exitOK

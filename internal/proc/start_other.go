@@ -14,4 +14,7 @@ func setSysProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Setpgid = true
 }
 
-func start(cmd *exec.Cmd) error { return cmd.Start() }
+func start(cmd *exec.Cmd) error {
+	setSysProcAttr(cmd)
+	return cmd.Start()
+}
