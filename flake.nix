@@ -87,6 +87,36 @@
           };
         };
 
+      # Tests as derivations (nix/run-test.nix): lib.runTest builds sonix-run
+      # with the caller's pkgs, and gives every system the guest module.
+      runTests = import ./nix/run-test.nix {
+        sonixRunFor = pkgs: pkgs.callPackage package { qemu = pkgs.qemu_kvm; };
+        guestModule = self.nixosModules.default;
+      };
+
+      # The examples' Go tests (examples/harness, examples/multivm), built
+      # from this source with the flake's vendorHash.
+      exampleGoTest = packages: {
+        src = ./.;
+        inherit version vendorHash packages;
+      };
+
+      # What examples/multivm's systems need beyond the example: the busybox
+      # binary alone (the test calls `busybox httpd`, `busybox nc`, ..., and
+      # none of its applets may shadow the system's tools), and no firewall
+      # between them (NixOS's would drop the web page and the nc messages).
+      multivmNode =
+        { pkgs, ... }:
+        {
+          environment.systemPackages = [
+            (pkgs.runCommand "busybox-binary" { } ''
+              mkdir -p $out/bin
+              ln -s ${pkgs.busybox}/bin/busybox $out/bin/busybox
+            '')
+          ];
+          networking.firewall.enable = false;
+        };
+
       # A NixOS system using the guest module, as `nix flake check` builds it
       # (the example flake's configuration).
       exampleSystem =
@@ -131,6 +161,17 @@
         imports = [ ./nix/guest-module.nix ];
       };
 
+      # A sonix-run test as a derivation (nix/run-test.nix, docs/ci.md):
+      #   lib.runTest { pkgs; name; systems; goTest; script; testFlags;
+      #                 timeout; allowTCG; recordFailure; extraFiles; }
+      # Building it runs the test in the build sandbox (requiredSystemFeatures
+      # nixos-test and kvm); its passthru.interactive boots the systems for
+      # `sonix-run shell NAME`. lib.buildGoTests { pkgs; src; vendorHash;
+      # packages; ... } builds the Go test binaries alone.
+      lib = {
+        inherit (runTests) runTest buildGoTests;
+      };
+
       templates.default = {
         path = ./examples/flake;
         description = "A NixOS configuration that boots under sonix-run (x86_64-linux and aarch64-linux)";
@@ -160,6 +201,26 @@
           # stand-in, here with real NixOS.
           guest-host-configuration =
             (exampleSystem system ./nix/tests/host-configuration.nix).config.system.build.toplevel;
+          # The examples' Go tests as derivations, against the example's
+          # NixOS system: `nix flake check` boots it on builders with KVM
+          # (`nix run .#checks.SYSTEM.example-multivm.interactive` boots the
+          # systems for a shell).
+          example-harness = self.lib.runTest {
+            pkgs = nixpkgs.legacyPackages.${system};
+            name = "example-harness";
+            systems.machine = exampleSystem system { };
+            goTest = exampleGoTest [ "./examples/harness" ];
+            script = builtins.readFile ./examples/harness/smoke.sh;
+            timeout = 1200;
+          };
+          example-multivm = self.lib.runTest {
+            pkgs = nixpkgs.legacyPackages.${system};
+            name = "example-multivm";
+            systems.server = exampleSystem system multivmNode;
+            systems.client = exampleSystem system multivmNode;
+            goTest = exampleGoTest [ "./examples/multivm" ];
+            timeout = 1800;
+          };
         });
     };
 }

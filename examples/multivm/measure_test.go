@@ -27,7 +27,7 @@ func TestMeasureConcurrentBoots(t *testing.T) {
 	if spec == "" {
 		t.Skipf("set %s=1,2,4,8 to measure", measureEnv)
 	}
-	cfg := pairConfig(t)
+	cfg := pairConfig(t, "server")
 	cfg.Accel = vmm.AccelTCG // what a CI runner without KVM has
 	for _, field := range strings.Split(spec, ",") {
 		n, err := strconv.Atoi(field)

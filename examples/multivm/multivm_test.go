@@ -1,9 +1,15 @@
 // This example is the Go test a CI user copies for a client/server test:
 // two VMs on a virtual LAN of their own, a web server on one, a client on
-// the other, and a network partition between them. Here both run the
-// project's busybox test system; point Target, StoreDir and ModulesDir at
-// your own system (e.g. Target: "./result") and use your guest's tools
-// (curl, systemctl) where this one calls busybox.
+// the other, and a network partition between them.
+//
+// Which systems: harness.System takes "server" and "client" from
+// $SONIX_SYSTEMS, which the flake's lib.runTest sets when this test runs
+// as a Nix derivation (flake.nix's checks run it against NixOS systems:
+// docs/ci.md); without it, both are the project's busybox test system,
+// built once per process (testSystem in pairs_test.go). The commands call
+// busybox's applets by name (busybox httpd, busybox wget, busybox nc), so
+// that they mean the same on both; on your own systems use their tools
+// (curl, systemctl).
 //
 // Run it with `go test ./examples/multivm/`; SONIX_ARTIFACTS=DIR keeps the
 // consoles and command logs of a failed run in DIR.
@@ -12,10 +18,7 @@ package multivm_test
 import (
 	"testing"
 
-	"github.com/sonix-run/sonix-run/examples/testsystem"
 	"github.com/sonix-run/sonix-run/harness"
-	"github.com/sonix-run/sonix-run/launcher"
-	"github.com/sonix-run/sonix-run/vmm"
 )
 
 func TestClientFetchesPage(t *testing.T) {
@@ -23,33 +26,23 @@ func TestClientFetchesPage(t *testing.T) {
 	// its test, so nothing collides.
 	t.Parallel()
 
-	sys := testsystem.ForTest(t, "x86_64")
-	cfg := launcher.Config{
-		Target:     sys.Toplevel,
-		StoreDir:   sys.StoreDir,
-		ModulesDir: sys.ModulesDir,
-		Accel:      vmm.AccelAuto, // KVM where it works, else TCG
-		Net:        vmm.NetNone,   // no NAT: the LAN is the only network, eth0
-		CPUs:       1,             // small guests boot fastest on a busy CI runner
-		MemoryMiB:  256,
-		// Under TCG on a loaded runner the kernel's early timer check can
-		// fail and panic the boot ("IO-APIC + timer doesn't work!");
-		// cloud images skip it for the same reason.
-		Append: []string{"no_timer_check"},
-	}
+	// The small guest every VM of this package is (pairConfig): 1 CPU,
+	// no NAT (the LAN is the only network), no_timer_check.
+	serverCfg := pairConfig(t, "server")
+	clientCfg := pairConfig(t, "client")
 
 	// A LAN for this test alone. Attach gives each VM a NIC on it and a
 	// static address, which the guest sets at boot from the kernel command
 	// line: the server gets 10.N.0.1/24, the client 10.N.0.2/24.
 	lan := harness.NewNetwork(t)
-	server := harness.StartT(t, lan.Attach(cfg, ""))
-	client := harness.StartT(t, lan.Attach(cfg, ""))
+	server := harness.StartT(t, lan.Attach(serverCfg, ""))
+	client := harness.StartT(t, lan.Attach(clientCfg, ""))
 	// Both boot at the same time; the first command to each waits for its
 	// guest to come up.
 
 	// The server: busybox httpd serving one page on port 80 (httpd puts
 	// itself in the background, so the command returns at once).
-	server.MustSucceed(t, "mkdir -p /srv && echo 'hello from the server' > /srv/index.html && httpd -p 80 -h /srv")
+	server.MustSucceed(t, "mkdir -p /srv && echo 'hello from the server' > /srv/index.html && busybox httpd -p 80 -h /srv")
 	// Wait until it listens: a client racing the server's start is the
 	// classic flaky test.
 	server.MustWaitForOpenPort(t, 80)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -37,16 +38,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// pairConfig is the small guest every pair boots. The system is built once
-// per process, in a directory TestMain removes; like testsystem.ForTest,
-// a missing QEMU skips the test and missing inputs fail it.
-func pairConfig(t *testing.T) launcher.Config {
+// guestArch is the test system's architecture: the host's, as a
+// derivation's systems are.
+var guestArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime.GOARCH]
+
+// testSystem is the system every VM of this package boots when
+// $SONIX_SYSTEMS gives none (see harness.System): the project's test
+// system, built once per process in a directory TestMain removes; like
+// testsystem.ForTest, a missing QEMU skips the test and missing inputs fail
+// it.
+func testSystem(t testing.TB) launcher.Config {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed")
+	qemu := map[string]string{"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}[guestArch]
+	if _, err := exec.LookPath(qemu); err != nil {
+		t.Skipf("%s is not installed", qemu)
 	}
 	pairSystemOnce.Do(func() {
-		in, err := testsystem.FindInputs("x86_64")
+		in, err := testsystem.FindInputs(guestArch)
 		if err != nil {
 			pairSystemErr = fmt.Errorf("test system inputs missing (run scripts/install-test-deps): %w", err)
 			return
@@ -56,12 +64,26 @@ func pairConfig(t *testing.T) launcher.Config {
 	if pairSystemErr != nil {
 		t.Fatal(pairSystemErr)
 	}
-	return launcher.Config{Target: pairSystem.Toplevel, StoreDir: pairSystem.StoreDir,
-		Accel: vmm.AccelAuto, Net: vmm.NetNone, CPUs: 1, MemoryMiB: 256,
-		// Under TCG on a loaded machine the kernel's early check that the
-		// timer ticks can fail ("IO-APIC + timer doesn't work!") and panic
-		// the boot; cloud images skip the check for the same reason.
-		Append: []string{"no_timer_check"}}
+	// The busybox system needs little memory: 256 MiB lets many VMs boot
+	// at once on a small runner. Systems given by $SONIX_SYSTEMS (NixOS)
+	// keep sonix-run's default (1 GiB).
+	return launcher.Config{Target: pairSystem.Toplevel, StoreDir: pairSystem.StoreDir, MemoryMiB: 256}
+}
+
+// pairConfig is the small guest every VM of this package is: the system
+// called name (harness.System), with 1 CPU, no NAT (the LAN is the only
+// network, eth0 on the test system).
+func pairConfig(t testing.TB, name string) launcher.Config {
+	t.Helper()
+	cfg := harness.System(t, name, testSystem)
+	cfg.Accel = vmm.AccelAuto // KVM where it works, else TCG
+	cfg.Net = vmm.NetNone
+	cfg.CPUs = 1 // small guests boot fastest on a busy CI runner
+	// Under TCG on a loaded machine the kernel's early check that the
+	// timer ticks can fail ("IO-APIC + timer doesn't work!") and panic
+	// the boot; cloud images skip the check for the same reason.
+	cfg.Append = append(cfg.Append, "no_timer_check")
+	return cfg
 }
 
 // exchange sends a message from one VM to a listener on the other, over
@@ -69,9 +91,9 @@ func pairConfig(t *testing.T) launcher.Config {
 func exchange(t *testing.T, lan *harness.Network, from, to *harness.VM, port int) {
 	t.Helper()
 	msg := fmt.Sprintf("from-%s-to-%s", from.Name(), to.Name())
-	to.MustSucceed(t, fmt.Sprintf("nc -l -p %d </dev/null >/tmp/got-%d 2>&1 &", port, port))
+	to.MustSucceed(t, fmt.Sprintf("busybox nc -l -p %d </dev/null >/tmp/got-%d 2>&1 &", port, port))
 	to.MustWaitForOpenPort(t, port)
-	from.MustSucceed(t, fmt.Sprintf("echo %s | nc -w 10 %s %d", msg, lan.Addr(to), port))
+	from.MustSucceed(t, fmt.Sprintf("echo %s | busybox nc -w 10 %s %d", msg, lan.Addr(to), port))
 	to.MustWaitUntilSucceeds(t, fmt.Sprintf("grep -qx %s /tmp/got-%d", msg, port))
 }
 
@@ -79,10 +101,9 @@ func exchange(t *testing.T, lan *harness.Network, from, to *harness.VM, port int
 // ways: each is a server once.
 func pair(t *testing.T) {
 	t.Parallel()
-	cfg := pairConfig(t)
 	lan := harness.NewNetwork(t)
-	a := harness.StartT(t, lan.Attach(cfg, ""))
-	b := harness.StartT(t, lan.Attach(cfg, ""))
+	a := harness.StartT(t, lan.Attach(pairConfig(t, "server"), ""))
+	b := harness.StartT(t, lan.Attach(pairConfig(t, "client"), ""))
 	exchange(t, lan, a, b, 7000)
 	exchange(t, lan, b, a, 7000) // the same port: the LANs and guests are apart
 	b.MustSucceed(t, "busybox ping -c 1 -W 5 "+lan.Addr(a))

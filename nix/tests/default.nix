@@ -109,7 +109,11 @@ let
     lib.filter (l: builtins.match "[[:space:]]*vendorHash[[:space:]]*=.*" l != null)
       (lib.splitString "\n" (builtins.readFile ../../flake.nix));
 
-  tests = import ./module-system-tests.nix { inherit lib; } // {
+  tests =
+    import ./module-system-tests.nix { inherit lib; }
+    # lib.runTest (nix/run-test.nix) and the flake's example checks.
+    // import ./run-test-tests.nix { inherit lib pkgs flake; }
+    // {
     # --- a host's configuration boots -------------------------------------
 
     testHostFileSystemsLeftForTheVM = {
@@ -646,6 +650,8 @@ let
         let
           linux = [
             "agent"
+            "example-harness"
+            "example-multivm"
             "guest"
             "guest-host-configuration"
             "guest-writable-store"

@@ -61,6 +61,53 @@ let
     qemu_kvm = fakeDrv "qemu-kvm" { meta.mainProgram = "qemu-kvm"; };
     virtiofsd = fakeDrv "virtiofsd" { meta.mainProgram = "virtiofsd"; };
 
+    # For nix/run-test.nix (lib.runTest): a derivation made with
+    # mkDerivation keeps its arguments as attributes (passthru merged in),
+    # and, for the tests, what it would pass to Nix as `drvAttrs`.
+    stdenvNoCC.mkDerivation =
+      args:
+      let
+        name = args.name or "${args.pname}-${args.version}";
+      in
+      fakeDrv name (
+        removeAttrs args [ "passthru" ]
+        // (args.passthru or { })
+        // {
+          drvAttrs = removeAttrs args [ "passthru" "meta" ] // { inherit name; };
+        }
+      );
+    # Named after its text too, so that two scripts are two paths.
+    writeText =
+      name: text:
+      fakeDrv name { inherit text; }
+      // {
+        outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" "${name}\n${text}")}-${name}";
+      };
+    runCommand =
+      name: env: buildCommand:
+      fakeDrv name (env // { inherit buildCommand; });
+    # pkgs.nixos: a NixOS evaluation (here the stand-in, with what
+    # ./run-test-nodes-stand-in.nix adds) of a module or a list of them;
+    # its system.build merged into the result, as nixpkgs does.
+    nixos =
+      modules:
+      let
+        c = lib.evalModules {
+          modules = [
+            ./nixos-stand-in.nix
+            ./run-test-nodes-stand-in.nix
+            { _module.args.pkgs = pkgs; }
+          ]
+          ++ lib.toList modules;
+        };
+      in
+      c.config.system.build // c;
+    bash = fakeDrv "bash" { meta.mainProgram = "bash"; };
+    gotestsum = fakeDrv "gotestsum" { meta.mainProgram = "gotestsum"; };
+    go = fakeDrv "go-1.26.2" { version = "1.26.2"; };
+    busybox = fakeDrv "busybox" { };
+    htop = fakeDrv "htop" { };
+
     coreutils = fakeDrv "coreutils" { };
     findutils = fakeDrv "findutils" { };
     gnugrep = fakeDrv "gnugrep" { };

@@ -111,6 +111,10 @@ let
       s = toString arg;
     in
     if builtins.match "[[:alnum:],._+:@%/-]+" s != null then s else "'${replaceStrings [ "'" ] [ "'\\''" ] s}'";
+  # Each word escaped, separated by spaces.
+  escapeShellArgs = concatMapStringsSep " " escapeShellArg;
+  # The condition, or an evaluation error with the message.
+  assertMsg = pred: msg: pred || builtins.throw msg;
 
   # --- packages --------------------------------------------------------------
   # A package's output `name` if it has one (and was not picked as a
@@ -224,6 +228,8 @@ let
       toLower
       unique
       escapeShellArg
+      escapeShellArgs
+      assertMsg
       ;
     strings = { inherit charToInt; };
   };

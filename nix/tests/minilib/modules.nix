@@ -450,7 +450,7 @@ let
       modules,
       specialArgs ? { },
       prefix ? [ ],
-    }:
+    }@args:
     let
       internal = {
         _file = "nix/tests/minilib/modules.nix";
@@ -489,6 +489,18 @@ let
     {
       options = checked tree.options;
       config = checked (removeAttrs tree.config [ "_module" ]);
+      # The same evaluation with more modules (and special arguments).
+      extendModules =
+        {
+          modules ? [ ],
+          specialArgs ? { },
+          prefix ? args.prefix or [ ],
+        }:
+        evalModules {
+          modules = args.modules ++ modules;
+          specialArgs = (args.specialArgs or { }) // specialArgs;
+          inherit prefix;
+        };
     };
 
   # A module that keeps an old option name working: what is defined for
