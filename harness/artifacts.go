@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/internal/owndir"
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/internal/shell"
+	"github.com/sonix-run/sonix-run/rundir"
 )
 
 // ArtifactsEnv names the variable that says where failed tests leave their
@@ -59,7 +61,7 @@ var artifactFiles = []struct {
 
 // writeArtifacts writes one VM's files into dir, an own directory; it
 // also serves a VM that failed to start (no hypervisor command then).
-func writeArtifacts(dir string, cfg launcher.Config, c *console, log *commandLog, hypervisor, ended string) error {
+func writeArtifacts(dir string, cfg config.Config, c *console, log *commandLog, hypervisor, ended string) error {
 	files, err := createArtifactFiles(dir, artifactStem(cfg.Name))
 	if err != nil {
 		return fmt.Errorf("artifacts: %w", err)
@@ -72,9 +74,13 @@ func writeArtifacts(dir string, cfg launcher.Config, c *console, log *commandLog
 	if len(cfg.VLANs) > 0 {
 		fmt.Fprintf(&sh, "# Start the test's other VMs too (their NAME.reproduce.sh): VMs on the same --vlan share one LAN.\n")
 	}
-	fmt.Fprintf(&sh, "exec %s\n", reproduceLine(cfg))
+	if cfg.Workdir != "" {
+		fmt.Fprintf(&sh, "cd %s\n", shell.Quote(cfg.Workdir))
+	}
+	fmt.Fprintf(&sh, "exec %s\n", shell.Join(append([]string{"sonix-run"}, cfg.Args()...)))
 	if hypervisor != "" {
-		fmt.Fprintf(&sh, "\n# The hypervisor's command line in that run (its sockets were in the run's directory):\n# %s\n", hypervisor)
+		// A comment line by line: a newline in an argument must not end it.
+		fmt.Fprintf(&sh, "\n# The hypervisor's command line in that run (its sockets were in the run's directory):\n%s\n", shell.Comment(hypervisor))
 	}
 	var errs []error
 	con := bufio.NewWriter(files[0])
@@ -104,7 +110,7 @@ func writeArtifacts(dir string, cfg launcher.Config, c *console, log *commandLog
 // a name that is no VM name (a VM that failed to start for it), a
 // sanitised one that cannot leave the directory.
 func artifactStem(name string) string {
-	if launcher.CheckName(name) == nil {
+	if rundir.CheckName(name) == nil {
 		return name
 	}
 	return sanitizeName(name, 150)

@@ -26,13 +26,13 @@ import (
 
 	"github.com/sonix-run/sonix-run/agent"
 	"github.com/sonix-run/sonix-run/agent/guest"
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/internal/owndir"
-	"github.com/sonix-run/sonix-run/launcher"
 )
 
 // someArtifacts is what writeArtifacts writes for a VM named name: a
 // console with a line and a line in progress, a command.
-func someArtifacts(t *testing.T, name string) (launcher.Config, *console, *commandLog) {
+func someArtifacts(t *testing.T, name string) (config.Config, *console, *commandLog) {
 	t.Helper()
 	c := newConsole(nil)
 	t.Cleanup(c.release)
@@ -41,7 +41,7 @@ func someArtifacts(t *testing.T, name string) (launcher.Config, *console, *comma
 	e := log.start("exec", `"true"`)
 	e.stdout(nil).Write([]byte("out\n"))
 	e.finish(0, nil)
-	return launcher.Config{Name: name, Target: "/sys/toplevel"}, c, log
+	return config.Config{Name: name, Target: "/sys/toplevel"}, c, log
 }
 
 func mode(t *testing.T, path string) fs.FileMode {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/sonix-run/sonix-run/agent"
 	"github.com/sonix-run/sonix-run/agent/wire"
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/internal/shell"
 	"github.com/sonix-run/sonix-run/launcher"
 	_ "github.com/sonix-run/sonix-run/qemu" // the backends a test may boot with
 	_ "github.com/sonix-run/sonix-run/vz"
@@ -31,7 +33,7 @@ type VM struct {
 // machine is what every view of one VM (WithTimeout) shares.
 type machine struct {
 	inst    *launcher.Instance
-	cfg     launcher.Config // as started, Name included
+	cfg     config.Config // as started, Name included
 	console *console
 	agent   *agent.Client
 	log     *commandLog
@@ -54,7 +56,7 @@ type Result struct {
 // when it ends, the VM is stopped. The agent's port is always added;
 // cfg.Stdout, if set, also gets the console. Without cfg.Name the VM gets
 // a name unique to this process and call.
-func Start(ctx context.Context, cfg launcher.Config) (*VM, error) {
+func Start(ctx context.Context, cfg config.Config) (*VM, error) {
 	if cfg.Name == "" {
 		cfg.Name = uniqueVMName("vm")
 	}
@@ -66,7 +68,7 @@ func Start(ctx context.Context, cfg launcher.Config) (*VM, error) {
 	return vm, err
 }
 
-func start(ctx context.Context, cfg launcher.Config, c *console) (*VM, error) {
+func start(ctx context.Context, cfg config.Config, c *console) (*VM, error) {
 	cfg.Stdout = c
 	cfg.Agent = true
 	cfg.Stdin = nil
@@ -347,7 +349,7 @@ var errClosed = errors.New("closed")
 // Command is the hypervisor's command line for this VM (its sockets live
 // in the run's directory, so it documents rather than reproduces; see
 // Reproduce).
-func (vm *VM) Command() string { return launcher.ShellJoin(vm.m.inst.Command()) }
+func (vm *VM) Command() string { return shell.Join(vm.m.inst.Command()) }
 
 // Reproduce is the sonix-run command line that boots the same VM, with the
 // same name, LANs and kernel parameters.

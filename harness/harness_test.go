@@ -16,8 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/examples/testsystem"
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vlan"
 	"github.com/sonix-run/sonix-run/vmm"
 )
@@ -28,7 +29,7 @@ func TestShutdownAndWaitFor(t *testing.T) {
 	sys := testsystem.ForTest(t, "x86_64")
 	runtime := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", runtime)
-	vm, err := Start(context.Background(), launcher.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, Accel: vmm.AccelTCG})
+	vm, err := Start(context.Background(), config.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, Accel: vmm.AccelTCG})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +64,11 @@ func TestShutdownAndWaitFor(t *testing.T) {
 
 // smallConfig boots the busybox test system as a small TCG guest: one
 // vCPU, 256 MiB, which is what it needs.
-func smallConfig(t *testing.T) launcher.Config {
+func smallConfig(t *testing.T) config.Config {
 	sys := testsystem.ForTest(t, "x86_64")
 	// no_timer_check: on a loaded machine the kernel's early timer check
 	// can fail under TCG and panic the boot.
-	return launcher.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, Accel: vmm.AccelTCG, CPUs: 1, MemoryMiB: 256,
+	return config.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, Accel: vmm.AccelTCG, CPUs: 1, MemoryMiB: 256,
 		Append: []string{"no_timer_check"}}
 }
 
@@ -275,7 +276,8 @@ func TestNetworkPartition(t *testing.T) {
 			t.Errorf("closing %s: %v", vm.Name(), err)
 		}
 	}
-	for _, o := range launcher.List() {
+	vms, _ := rundir.Reap()
+	for _, o := range vms {
 		if slices.Contains(names, o.Name) {
 			t.Errorf("VM %s is still listed: %+v", o.Name, o)
 		}
@@ -379,8 +381,8 @@ func TestArtifacts(t *testing.T) {
 		"s] exec \"echo artifact-marker; echo to-stderr >&2\"\n           exit status 0 after ", "| artifact-marker\n", "| to-stderr\n",
 		"exec \"echo before-exit-3; exit 3\"\n           exit status 3", "| before-exit-3\n",
 		`] copy host "/`, "/copied\" to guest \"/tmp/copied\"\n           done after", "block network TestArtifactsChi-")
-	wantMessage(t, "reproduce.sh", read(".reproduce.sh"), "#!/bin/sh\n", "exec sonix-run --name "+name+" --store /", " --vlan TestArtifactsChi-",
-		" --append no_timer_check --append sonix.ip=10.", " --cpus 1 --memory 256M --accel tcg /", "# The hypervisor's command line", "qemu-system-x86_64")
+	wantMessage(t, "reproduce.sh", read(".reproduce.sh"), "#!/bin/sh\n", "exec sonix-run --memory 256M --cpus 1 --accel tcg --name "+name+" --store /",
+		" --append no_timer_check --vlan TestArtifactsChi-", "=10.", "# The hypervisor's command line", "run's directory):\n# /", "qemu-system-x86_64")
 	if entries, _ := os.ReadDir(base); len(entries) != 1 {
 		t.Errorf("artifacts base holds %d entries, want the test's directory only", len(entries))
 	}

@@ -10,8 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/vlan"
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // Network is a virtual LAN for one test (sonix-run --vlan): VMs whose
@@ -57,7 +58,7 @@ func (n *Network) Name() string { return n.name }
 // LAN; that MAC comes from the VM's name, so Attach names the VM (after the
 // test) unless cfg.Name is set. A bad or duplicate address fails the test.
 // Call it from the test's goroutine.
-func (n *Network) Attach(cfg launcher.Config, addr string) launcher.Config {
+func (n *Network) Attach(cfg config.Config, addr string) config.Config {
 	n.t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = uniqueVMName(n.t.Name())
@@ -76,17 +77,19 @@ func (n *Network) Attach(cfg launcher.Config, addr string) launcher.Config {
 		n.t.Fatalf("harness: network %s: address %q for VM %s: expected ADDR/PREFIX such as 10.0.0.1/24: %v", n.name, addr, cfg.Name, err)
 	}
 	ip := p.Addr().String()
-	if _, dup := n.addrs[cfg.Name]; dup || slices.Contains(cfg.VLANs, n.name) {
+	if _, dup := n.addrs[cfg.Name]; dup || slices.ContainsFunc(cfg.VLANs, n.is) {
 		n.t.Fatalf("harness: network %s: VM %s is attached twice", n.name, cfg.Name)
 	}
 	if other, dup := n.used[ip]; dup {
 		n.t.Fatalf("harness: network %s: address %s for VM %s is VM %s's already", n.name, ip, cfg.Name, other)
 	}
 	n.addrs[cfg.Name], n.used[ip] = ip, cfg.Name
-	cfg.VLANs = append(slices.Clip(cfg.VLANs), n.name)
-	cfg.Append = append(slices.Clip(cfg.Append), "sonix.ip="+p.String()+","+vlan.MAC(cfg.Name, n.name).String())
+	cfg.VLANs = append(slices.Clip(cfg.VLANs), vmm.VLAN{LAN: n.name, Addr: p})
 	return cfg
 }
+
+// is says whether v is this LAN.
+func (n *Network) is(v vmm.VLAN) bool { return v.LAN == n.name }
 
 // Addr is the address (without prefix) of vm on the LAN, for commands such
 // as wget http://ADDR/; "" for a VM not attached to it.
@@ -110,7 +113,7 @@ func (n *Network) Unblock(ctx context.Context, vm *VM) error {
 
 func (n *Network) setBlocked(ctx context.Context, vm *VM, what string, do func(context.Context, string, net.HardwareAddr) error) error {
 	op := fmt.Sprintf("%s its link to network %s", what, n.name)
-	if !slices.Contains(vm.m.cfg.VLANs, n.name) {
+	if !slices.ContainsFunc(vm.m.cfg.VLANs, n.is) {
 		return vm.newError(op, nil, fmt.Errorf("the VM is not on network %s (its configuration did not go through Attach)", n.name))
 	}
 	e := vm.m.log.start(what, "network "+n.name)

@@ -10,14 +10,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/config"
 )
 
 // SystemsEnv names the environment variable that says which systems a test
 // boots, by the names the test gives them: a JSON object from each name to
 // a system, either a string (a toplevel directory, its boot.json, or a
 // link to either, whose store is /nix/store) or an object with "target"
-// and, optionally, "store" and "modules" (launcher.Config's Target,
+// and, optionally, "store" and "modules" (config.Config's Target,
 // StoreDir and ModulesDir). A relative path is taken from the test's
 // working directory (under go test, the package's directory).
 //
@@ -46,7 +46,7 @@ var systemName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
 // (the message lists the names it has), and when it is unset and fallback
 // is nil. So a test run by a derivation never silently boots something
 // else than the system it was given.
-func System(t testing.TB, name string, fallback func(testing.TB) launcher.Config) launcher.Config {
+func System(t testing.TB, name string, fallback func(testing.TB) config.Config) config.Config {
 	t.Helper()
 	if !systemName.MatchString(name) {
 		t.Fatalf("harness.System(%q): a system's name is a letter or digit, then letters, digits, '-' or '_' (at most 63)", name)
@@ -78,7 +78,7 @@ type systemEntry struct {
 }
 
 // parseSystems reads the value of SONIX_SYSTEMS.
-func parseSystems(raw string) (map[string]launcher.Config, error) {
+func parseSystems(raw string) (map[string]config.Config, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(raw), &m); err != nil {
 		return nil, fmt.Errorf("expected a JSON object from names to systems: %v", err)
@@ -86,7 +86,7 @@ func parseSystems(raw string) (map[string]launcher.Config, error) {
 	if m == nil {
 		return nil, fmt.Errorf("expected a JSON object from names to systems, not null")
 	}
-	out := make(map[string]launcher.Config, len(m))
+	out := make(map[string]config.Config, len(m))
 	for name, v := range m {
 		if !systemName.MatchString(name) {
 			return nil, fmt.Errorf("system name %q: expected a letter or digit, then letters, digits, '-' or '_' (at most 63)", name)
@@ -105,7 +105,7 @@ func parseSystems(raw string) (map[string]launcher.Config, error) {
 		if e.Target == "" {
 			return nil, fmt.Errorf("system %q: no target (a toplevel or its boot.json)", name)
 		}
-		cfg := launcher.Config{Target: e.Target, StoreDir: e.Store, ModulesDir: e.Modules}
+		cfg := config.Config{Target: e.Target, StoreDir: e.Store, ModulesDir: e.Modules}
 		for _, p := range []*string{&cfg.Target, &cfg.StoreDir, &cfg.ModulesDir} {
 			if *p == "" || filepath.IsAbs(*p) {
 				continue
@@ -121,7 +121,7 @@ func parseSystems(raw string) (map[string]launcher.Config, error) {
 	return out, nil
 }
 
-func names(systems map[string]launcher.Config) string {
+func names(systems map[string]config.Config) string {
 	if len(systems) == 0 {
 		return "none"
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/config"
 )
 
 // systemsT records what System says through Fatalf and ends the goroutine
@@ -30,10 +30,10 @@ func (s *systemsT) Fatalf(format string, args ...any) {
 
 // callSystem runs System in a goroutine of its own (Fatalf ends it) and
 // returns what it returned, or its Fatalf message.
-func callSystem(t *testing.T, name string, fallback func(testing.TB) launcher.Config) (launcher.Config, string) {
+func callSystem(t *testing.T, name string, fallback func(testing.TB) config.Config) (config.Config, string) {
 	t.Helper()
 	st := &systemsT{TB: t}
-	var cfg launcher.Config
+	var cfg config.Config
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -48,7 +48,7 @@ func callSystem(t *testing.T, name string, fallback func(testing.TB) launcher.Co
 func TestSystemFromEnvironment(t *testing.T) {
 	t.Setenv(SystemsEnv, `{"server":"/nix/store/aaaa-nixos-system-server","client":{"target":"/nix/store/bbbb-sys/boot.json","store":"/srv/store","modules":"/srv/mods"}}`)
 	fallbackCalled := false
-	fallback := func(testing.TB) launcher.Config { fallbackCalled = true; return launcher.Config{Target: "fallback"} }
+	fallback := func(testing.TB) config.Config { fallbackCalled = true; return config.Config{Target: "fallback"} }
 
 	cfg, fatal := callSystem(t, "server", fallback)
 	if fatal != "" || cfg.Target != "/nix/store/aaaa-nixos-system-server" || cfg.StoreDir != "" || cfg.ModulesDir != "" {
@@ -91,9 +91,9 @@ func TestSystemFallback(t *testing.T) {
 	for _, env := range []string{"", "  "} {
 		t.Setenv(SystemsEnv, env)
 		var got testing.TB
-		cfg, fatal := callSystem(t, "machine", func(tb testing.TB) launcher.Config {
+		cfg, fatal := callSystem(t, "machine", func(tb testing.TB) config.Config {
 			got = tb
-			return launcher.Config{Target: "/built/here", StoreDir: "/built/store"}
+			return config.Config{Target: "/built/here", StoreDir: "/built/store"}
 		})
 		if fatal != "" || cfg.Target != "/built/here" || cfg.StoreDir != "/built/store" || got == nil {
 			t.Errorf("SONIX_SYSTEMS=%q: %+v, %q, fallback got %v", env, cfg, fatal, got)
@@ -119,7 +119,7 @@ func TestSystemBadInput(t *testing.T) {
 		{`{"a b":"/x"}`, "a", `system name "a b": expected`},
 	} {
 		t.Setenv(SystemsEnv, c.env)
-		_, fatal := callSystem(t, c.name, func(testing.TB) launcher.Config { return launcher.Config{Target: "fallback"} })
+		_, fatal := callSystem(t, c.name, func(testing.TB) config.Config { return config.Config{Target: "fallback"} })
 		if !strings.Contains(fatal, c.want) {
 			t.Errorf("SONIX_SYSTEMS=%s, System(%q): got %q, want it to contain %q", c.env, c.name, fatal, c.want)
 		}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/config"
 )
 
 // KeepEnv names the variable that keeps the VM of a failed test running:
@@ -23,7 +23,7 @@ const KeepEnv = "SONIX_KEEP"
 // the test, and when the test fails its artifacts (console, command log,
 // reproduce line) are written and their directory logged (see the package
 // doc; with SONIX_KEEP=1 the VM is kept).
-func StartT(t testing.TB, cfg launcher.Config) *VM {
+func StartT(t testing.TB, cfg config.Config) *VM {
 	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = uniqueVMName(t.Name())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vlan"
 	"github.com/sonix-run/sonix-run/vmm"
 )
@@ -62,7 +64,7 @@ func FuzzTCPListening(f *testing.F) {
 func TestNames(t *testing.T) {
 	for _, prefix := range []string{"TestX", "TestPairs/case_#3", "", "///", strings.Repeat("Ü", 80), "-lead"} {
 		vm, lan := uniqueVMName(prefix), uniqueLANName(prefix)
-		if err := launcher.CheckName(vm); err != nil {
+		if err := rundir.CheckName(vm); err != nil {
 			t.Errorf("VM name from %q: %v", prefix, err)
 		}
 		if err := vlan.CheckName(lan); err != nil {
@@ -82,7 +84,7 @@ func FuzzNames(f *testing.F) {
 	f.Add("TestPairs/one")
 	f.Add("\x00/..")
 	f.Fuzz(func(t *testing.T, prefix string) {
-		if err := launcher.CheckName(uniqueVMName(prefix)); err != nil {
+		if err := rundir.CheckName(uniqueVMName(prefix)); err != nil {
 			t.Error(err)
 		}
 		if err := vlan.CheckName(uniqueLANName(prefix)); err != nil {
@@ -96,21 +98,23 @@ func FuzzNames(f *testing.F) {
 }
 
 func TestReproduceLine(t *testing.T) {
-	cfg := launcher.Config{
+	cfg := config.Config{
 		Target: "/tmp/sys/toplevel", StoreDir: "/tmp/sys/store", Name: "TestX-1a-2",
-		Net: vmm.NetNone, VLANs: []string{"TestX-1a-1"}, Append: []string{"sonix.ip=10.1.0.1/24,02:00:00:00:00:01", "quiet"},
+		Net: vmm.NetNone, VLANs: []vmm.VLAN{{LAN: "TestX-1a-1"}}, Append: []string{"sonix.ip=10.1.0.1/24,02:00:00:00:00:01", "quiet"},
 		Forwards: []vmm.Forward{{Proto: "tcp", HostPort: 8080, GuestPort: 80}},
 		CPUs:     1, MemoryMiB: 256, Accel: vmm.AccelTCG, Timeout: 90 * time.Second,
-		Shares: []vmm.Share{{HostDir: "/srv/data", Tag: "data", ReadOnly: true}},
-		Disks:  []vmm.Disk{{Path: "/img/a b.qcow2", Format: "qcow2", ReadOnly: true}},
+		Devices: vmm.Devices{
+			Shares: []vmm.Share{{HostDir: "/srv/data", Tag: "data", ReadOnly: true}},
+			Disks:  []vmm.Disk{{Path: "/img/a b.qcow2", Format: "qcow2", ReadOnly: true}},
+		},
 	}
-	want := "sonix-run --name TestX-1a-2 --store /tmp/sys/store --net none --forward tcp:8080:80" +
-		" --disk '/img/a b.qcow2,format=qcow2,ro' --share /srv/data:data:ro --vlan TestX-1a-1" +
-		" --append sonix.ip=10.1.0.1/24,02:00:00:00:00:01 --append quiet --cpus 1 --memory 256M --accel tcg --timeout 1m30s /tmp/sys/toplevel"
+	want := "sonix-run --memory 256M --cpus 1 --accel tcg --name TestX-1a-2 --store /tmp/sys/store" +
+		" --append sonix.ip=10.1.0.1/24,02:00:00:00:00:01 --append quiet --net none --forward tcp:8080:80" +
+		" --disk '/img/a b.qcow2,format=qcow2,ro' --vlan TestX-1a-1 --share /srv/data:data:ro --timeout 1m30s /tmp/sys/toplevel"
 	if got := reproduceLine(cfg); got != want {
 		t.Errorf("reproduce line:\n got %s\nwant %s", got, want)
 	}
-	if got := reproduceLine(launcher.Config{Target: "./result"}); got != "sonix-run ./result" {
+	if got := reproduceLine(config.Config{Target: "./result"}); got != "sonix-run ./result" {
 		t.Errorf("defaults: %s", got)
 	}
 }
@@ -255,22 +259,24 @@ func TestNetworkAttach(t *testing.T) {
 	if NewNetwork(t).Name() == n.Name() {
 		t.Error("two Networks share a name")
 	}
-	base := launcher.Config{Target: "x", VLANs: []string{"other"}, Append: []string{"quiet"}}
+	base := config.Config{Target: "x", VLANs: []vmm.VLAN{{LAN: "other"}}, Append: []string{"quiet"}}
 	a := n.Attach(base, "")
 	b := n.Attach(base, "")
-	c := n.Attach(launcher.Config{Target: "x", Name: "mine"}, "192.168.7.3/24")
+	c := n.Attach(config.Config{Target: "x", Name: "mine"}, "192.168.7.3/24")
 	if a.Name == "" || a.Name == b.Name || c.Name != "mine" {
 		t.Errorf("names %q %q %q", a.Name, b.Name, c.Name)
 	}
-	wantA := fmt.Sprintf("sonix.ip=10.%d.0.1/24,%s", n.subnet, vlan.MAC(a.Name, n.Name()))
-	if strings.Join(a.VLANs, " ") != "other "+n.Name() || len(a.Append) != 2 || a.Append[0] != "quiet" || a.Append[1] != wantA {
-		t.Errorf("attached config: %q %q, want %s", a.VLANs, a.Append, wantA)
+	// The launcher gives the guest its address on the LAN (sonix.ip=, with
+	// the NIC's MAC) from the VLAN's Addr.
+	wantA := vmm.VLAN{LAN: n.Name(), Addr: netip.MustParsePrefix(fmt.Sprintf("10.%d.0.1/24", n.subnet))}
+	if len(a.VLANs) != 2 || a.VLANs[0].LAN != "other" || a.VLANs[1] != wantA || len(a.Append) != 1 {
+		t.Errorf("attached config: %v %q, want %v", a.VLANs, a.Append, wantA)
 	}
-	if len(base.VLANs) != 1 || len(base.Append) != 1 || len(b.Append) != 2 || !strings.HasPrefix(b.Append[1], fmt.Sprintf("sonix.ip=10.%d.0.2/24,", n.subnet)) {
-		t.Errorf("the caller's config was changed, or b is wrong: %q %q %q", base.VLANs, base.Append, b.Append)
+	if len(base.VLANs) != 1 || len(b.VLANs) != 2 || b.VLANs[1].Addr.String() != fmt.Sprintf("10.%d.0.2/24", n.subnet) {
+		t.Errorf("the caller's config was changed, or b is wrong: %v %v", base.VLANs, b.VLANs)
 	}
-	if !strings.HasSuffix(c.Append[0], ","+vlan.MAC("mine", n.Name()).String()) || n.addrs["mine"] != "192.168.7.3" {
-		t.Errorf("chosen address: %q", c.Append)
+	if len(c.VLANs) != 1 || c.VLANs[0].Addr.String() != "192.168.7.3/24" || n.addrs["mine"] != "192.168.7.3" {
+		t.Errorf("chosen address: %v", c.VLANs)
 	}
 	for what, call := range map[string]func(tb testing.TB){
 		"not an address": func(tb testing.TB) {
@@ -292,7 +298,7 @@ func TestStartTFailure(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no-such-system")
 	// No StoreDir: a missing target is what must be reported, also on a
 	// host without /nix/store.
-	msg := fails(t, func(tb testing.TB) { StartT(tb, launcher.Config{Target: missing, Name: "never-booted"}) })
+	msg := fails(t, func(tb testing.TB) { StartT(tb, config.Config{Target: missing, Name: "never-booted"}) })
 	if !strings.Contains(msg, "starting VM never-booted") || !strings.Contains(msg, missing) || !strings.Contains(msg, "artifacts (console, reproduce line): ") {
 		t.Fatalf("message: %s", msg)
 	}

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/internal/pollfile"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -46,7 +48,7 @@ const consoleDrain = 2 * time.Second
 
 // openConsole creates the console and pushes the undo of each part on cl
 // as it is made, so a failure half-way leaks nothing.
-func openConsole(cfg *Config, out *output, msgs *messages, cl *cleanups) (*console, error) {
+func openConsole(cfg *config.Config, out *output, msgs *messages, cl *cleanups) (*console, error) {
 	c := &console{msgs: msgs, quit: make(chan struct{}), outDone: make(chan struct{})}
 	var err error
 	if c.guest.In, c.toGuest, err = os.Pipe(); err != nil {
@@ -102,7 +104,7 @@ func openConsole(cfg *Config, out *output, msgs *messages, cl *cleanups) (*conso
 // guest simply gets no more input, and the run goes on).
 func (c *console) forwardInput(stdin *os.File, msgs *messages, cl *cleanups) error {
 	in := io.Reader(stdin)
-	if p, ok := pollable(stdin, os.O_RDONLY); ok {
+	if p, ok := pollfile.Reopen(stdin, os.O_RDONLY); ok {
 		in = p
 		cl.push("console input", time.Second, func(context.Context) error { return p.Close() })
 	}
@@ -223,12 +225,12 @@ type output struct {
 	files          []*os.File // our reopened descriptors
 }
 
-func newOutput(cfg *Config, cl *cleanups) *output {
+func newOutput(cfg *config.Config, cl *cleanups) *output {
 	o := &output{stdout: cfg.Stdout, stderr: cfg.Stderr}
 	for _, w := range []*io.Writer{&o.stdout, &o.stderr} {
 		if f, ok := (*w).(*os.File); ok {
 			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeNamedPipe != 0 {
-				if p, ok := pollable(f, os.O_WRONLY); ok {
+				if p, ok := pollfile.Reopen(f, os.O_WRONLY); ok {
 					*w = p
 					o.files = append(o.files, p)
 				}

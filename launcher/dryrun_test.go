@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sonix-run/sonix-run/config"
 )
 
 // A newline in an installable's name must not turn into a command of the
@@ -16,7 +18,7 @@ func TestDryRunInstallableScriptIsInert(t *testing.T) {
 	pwned := filepath.Join(dir, "pwned")
 	target := ".#vm\ntouch " + pwned + "\n#'\"$(touch " + pwned + ")`touch " + pwned + "`"
 	var out bytes.Buffer
-	if err := printNixBuild(&Config{Target: target, Stdout: &out}); err != nil {
+	if err := printNixBuild(&config.Config{Target: target, Stdout: &out}); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(out.String(), "\n"); !strings.HasPrefix(lines[1], `# sonix-run --dry-run: ".#vm\ntouch `) {

@@ -45,3 +45,15 @@ func ReasonOf(err error) Reason {
 	}
 	return Failure
 }
+
+// bad makes err a BadInput *Error (config's checks: nothing was started),
+// unless it already says why.
+func bad(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
+	return &Error{Reason: BadInput, Err: err}
+}

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/internal/pollfile"
 )
 
 // connectAgent connects to the agent's port as soon as the VM runs: the
@@ -67,7 +69,7 @@ func (i *Instance) mountWorkdir(ctx context.Context) error {
 	}
 	var stderr strings.Builder
 	status, err := i.agent.Exec(ctx, agent.Command{Argv: []string{"sh", "-c",
-		`mkdir -p "$1" && mount -t virtiofs -o "$3" "$2" "$1"`, "sh", i.cfg.Workdir, WorkdirTag, opts}},
+		`mkdir -p "$1" && mount -t virtiofs -o "$3" "$2" "$1"`, "sh", i.cfg.Workdir, config.WorkdirTag, opts}},
 		agent.Stdio{Stderr: &stderr})
 	if err == nil && status != 0 {
 		err = fmt.Errorf("mounting --cwd %s in the guest: status %d: %s", i.cfg.Workdir, status, strings.TrimSpace(stderr.String()))
@@ -96,7 +98,7 @@ const agentHint = 2 * time.Minute
 
 // agentCommand is cmd as the agent takes it; workdir (--cwd) is where it
 // runs unless it says otherwise.
-func agentCommand(cmd *Command, workdir string) agent.Command {
+func agentCommand(cmd *config.Command, workdir string) agent.Command {
 	dir := cmd.Dir
 	if dir == "" {
 		dir = workdir
@@ -130,7 +132,7 @@ func (i *Instance) runCommand() error {
 	var stdin io.Reader
 	if f := i.cfg.Stdin; f != nil && !term.IsTerminal(int(f.Fd())) {
 		stdin = f
-		if p, ok := pollable(f, os.O_RDONLY); ok {
+		if p, ok := pollfile.Reopen(f, os.O_RDONLY); ok {
 			defer p.Close()
 			stdin = p
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -57,8 +58,10 @@ func (b *fakeBackend) Resolve(ctx context.Context, vm *vmm.VM, mode vmm.Mode, lo
 	}
 	return nil
 }
-func (b *fakeBackend) Command(vm *vmm.VM) ([]string, error) { return nil, errors.New("in-process") }
-func (b *fakeBackend) Start(ctx context.Context, vm *vmm.VM, c vmm.Console, log io.Writer) (vmm.Machine, error) {
+func (b *fakeBackend) Commands(vm *vmm.VM) ([]vmm.Process, error) {
+	return nil, errors.New("in-process")
+}
+func (b *fakeBackend) Start(ctx context.Context, vm *vmm.VM, c vmm.Console, log vmm.Log) (vmm.Machine, error) {
 	b.record("start")
 	if _, err := os.Stat(vm.RunDir); err != nil {
 		b.t.Errorf("the run directory does not exist at start: %v", err)
@@ -120,6 +123,8 @@ func (m *fakeMachine) Stop(ctx context.Context) error {
 		return fmt.Errorf("the fake VM has not stopped: %w", ctx.Err())
 	}
 }
+func (m *fakeMachine) AgentPort() <-chan bool { return nil }
+
 func (m *fakeMachine) AddForward(ctx context.Context, f vmm.Forward) error {
 	return errors.New("no network")
 }
@@ -131,7 +136,7 @@ var fakeSeq int
 
 // fakeSystem writes a store with a boot.json whose kernel looks like a
 // bzImage, registers a fresh fake backend, and returns a Config for both.
-func fakeSystem(t *testing.T) (Config, *fakeBackend) {
+func fakeSystem(t *testing.T) (config.Config, *fakeBackend) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "rt"))
@@ -150,7 +155,7 @@ func fakeSystem(t *testing.T) (Config, *fakeBackend) {
 	fakeSeq++
 	b := &fakeBackend{name: fmt.Sprintf("fake%d", fakeSeq), t: t}
 	vmm.Register(b)
-	return Config{Target: bj, StoreDir: store, Backend: b.name, Net: vmm.NetNone, StopTimeout: time.Second}, b
+	return config.Config{Target: bj, StoreDir: store, Backend: b.name, Net: vmm.NetNone, StopTimeout: time.Second}, b
 }
 
 func noRunDirs(t *testing.T) {
@@ -322,36 +327,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Runs racing for one name: exactly one gets the run directory, the others
-// are told it is taken; none takes another's for a dead one's.
-func TestRunDirRace(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", privateDir(t))
-	const n = 8
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := createRunDir("racer", "target", "")
-			errs <- err
-		}()
+// privateDir is a new directory of the test's that passes the checks of a
+// base of run directories (t.TempDir gives 0755).
+func privateDir(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	if err := os.Chmod(d, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	close(errs)
-	won := 0
-	for err := range errs {
-		switch {
-		case err == nil:
-			won++
-		case ReasonOf(err) != BadInput || !strings.Contains(err.Error(), "already running"):
-			t.Errorf("a loser got %v", err)
-		}
-	}
-	if won != 1 {
-		t.Errorf("%d runs got the directory, want 1", won)
-	}
-	if o, err := readOwner(filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), runDirPrefix+"racer")); err != nil || !o.alive() {
-		t.Errorf("owner %+v, %v", o, err)
-	}
+	return d
 }

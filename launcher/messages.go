@@ -68,9 +68,18 @@ func (m *messages) setRaw(raw bool) {
 	m.mu.Unlock()
 }
 
-// Notice and Detail make messages a vmm.Log for backends.
+// Notice, Detail and Output make messages a vmm.Log for backends.
 func (m *messages) Notice(format string, args ...any) { m.notice(format, args...) }
 func (m *messages) Detail(format string, args ...any) { m.detail(format, args...) }
+
+// Output is where a helper process's own messages go: through the one
+// writer with --verbose, nowhere otherwise (failures quote their stderr).
+func (m *messages) Output(prefix string) io.Writer {
+	if !m.verbose {
+		return nil // a nil interface: the helper's output is only kept for errors
+	}
+	return m.writer(prefix)
+}
 
 // writer returns an io.Writer for a helper's output (QEMU's or virtiofsd's
 // stderr with --verbose): complete lines go out through m, a partial line

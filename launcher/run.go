@@ -4,15 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/internal/owndir"
 	"github.com/sonix-run/sonix-run/nixbuild"
-	"github.com/sonix-run/sonix-run/virtiofs"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vlan"
 	"github.com/sonix-run/sonix-run/vmm"
 )
@@ -25,7 +29,7 @@ var StopSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 // exited 0), else an *Error saying why not. Whatever ends the run, every
 // process it started is stopped and its run directory removed before Run
 // returns.
-func Run(ctx context.Context, cfg Config) error {
+func Run(ctx context.Context, cfg config.Config) error {
 	inst, err := start(ctx, cfg)
 	if err != nil || inst == nil { // nil: a dry run, printed
 		return err
@@ -38,7 +42,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 // Start boots the system cfg names and returns once the VM runs; the
 // Instance then supervises it until it ends (Wait). cfg.DryRun is refused.
-func Start(ctx context.Context, cfg Config) (*Instance, error) {
+func Start(ctx context.Context, cfg config.Config) (*Instance, error) {
 	if cfg.DryRun {
 		return nil, &Error{Reason: BadInput, Err: errors.New("Start cannot do a dry run; use Run")}
 	}
@@ -47,7 +51,7 @@ func Start(ctx context.Context, cfg Config) (*Instance, error) {
 
 // Instance is a running VM that sonix-run supervises.
 type Instance struct {
-	cfg      Config
+	cfg      config.Config
 	vm       *vmm.VM
 	backend  vmm.Backend
 	msgs     *messages
@@ -59,7 +63,6 @@ type Instance struct {
 	defaultBase string
 	cl          cleanups
 
-	fsd     *virtiofs.Group
 	console *console
 	machine vmm.Machine
 	link    *agent.Link
@@ -119,9 +122,9 @@ func (e *early) handOver() os.Signal {
 	return e.sig
 }
 
-func start(parent context.Context, cfg Config) (*Instance, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.checkFlags(); err != nil {
+func start(parent context.Context, cfg config.Config) (*Instance, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.CheckValues(); err != nil {
 		return nil, bad(err)
 	}
 	ctx, cancel := context.WithCancel(parent)
@@ -145,7 +148,7 @@ func start(parent context.Context, cfg Config) (*Instance, error) {
 				return nil, interrupted(bad(err))
 			}
 		}
-		if err := cfg.checkHost(); err != nil {
+		if err := cfg.CheckHost(); err != nil {
 			return nil, interrupted(bad(err))
 		}
 		if cfg.DryRun {
@@ -160,31 +163,31 @@ func start(parent context.Context, cfg Config) (*Instance, error) {
 		}
 		cfg.Target, toplevel = built, built
 	}
-	p, err := prepare(cfg)
+	p, err := config.Prepare(cfg)
 	if err != nil {
-		return nil, interrupted(err)
+		return nil, interrupted(bad(err))
 	}
 	if toplevel == "" {
-		toplevel = p.toplevel
+		toplevel = p.Toplevel
 	}
-	if err := preflight(ctx, p, p.systemKernel, msgs); err != nil {
-		return nil, interrupted(err)
+	if err := config.Preflight(ctx, p, msgs.always); err != nil {
+		return nil, interrupted(bad(err))
 	}
-	if w := modulesWarning(p.vm.Kernel, p.cfg.ModulesDir, p.cfg.Kernel != "" || p.cfg.ModulesDir != ""); w != "" {
+	if w := config.ModulesWarning(p); w != "" {
 		msgs.always("%s", w)
 	}
 	if cfg.DryRun {
 		watch.handOver()
 		return nil, dryRun(ctx, p, msgs)
 	}
-	reapStale()
-	named := p.vm.Name != ""
+	rundir.Reap() // the directories of runs that died without cleaning up
+	named := p.VM.Name != ""
 	if !named {
-		p.vm.Name = defaultName(toplevel)
+		p.VM.Name = rundir.FreeName(defaultNameBase(toplevel))
 	}
-	inst := &Instance{cfg: p.cfg, vm: p.vm, backend: p.backend, msgs: msgs,
+	inst := &Instance{cfg: p.Config, vm: p.VM, backend: p.Backend, msgs: msgs,
 		stopReq: make(chan stopRequest, 1), done: make(chan struct{})}
-	inst.cfg.Name = p.vm.Name
+	inst.cfg.Name = p.VM.Name
 	inst.named, inst.defaultBase = named, defaultNameBase(toplevel)
 	inst.toplevel = toplevel
 	if err := inst.boot(ctx); err != nil {
@@ -210,73 +213,36 @@ func start(parent context.Context, cfg Config) (*Instance, error) {
 // the cleanup stack as it goes.
 func (i *Instance) boot(ctx context.Context) error {
 	cfg, vm := &i.cfg, i.vm
-	dir, err := createRunDir(vm.Name, cfg.Target, cfg.Workdir)
+	dir, err := rundir.Create(vm.Name, cfg.Target, cfg.Workdir)
 	// A name sonix-run picked may have been taken by a run that started at
 	// the same moment: take the next one. A name the user gave is theirs.
-	for n := 2; err != nil && !i.named && ReasonOf(err) == BadInput && n < 100; n++ {
+	for n := 2; errors.Is(err, rundir.ErrRunning) && !i.named && n < 100; n++ {
 		vm.Name = fmt.Sprintf("%s-%d", i.defaultBase, n)
-		dir, err = createRunDir(vm.Name, cfg.Target, cfg.Workdir)
+		dir, err = rundir.Create(vm.Name, cfg.Target, cfg.Workdir)
 	}
 	if err != nil {
-		return err
+		return &Error{Reason: BadInput, Err: err} // nothing was started
 	}
 	i.cfg.Name = vm.Name
 	vm.RunDir = dir
-	i.cl.push("run directory", 5*time.Second, func(context.Context) error { return removeRunDir(dir) })
+	i.cl.push("run directory", 5*time.Second, func(context.Context) error { return rundir.Remove(dir) })
 	i.out = newOutput(cfg, &i.cl)
 	i.msgs.w = i.out.stderr
 	// Once per run: where sonix-run keeps its files, when that is not
 	// where the user would expect.
-	for _, n := range placeNotices(dir) {
+	if n := rundir.Notice(dir); n != "" {
 		i.msgs.notice("%s", n)
+	}
+	if n := owndir.CacheNotice(); n != "" {
+		i.msgs.notice("sonix-run: %s", n)
 	}
 	i.addRegistration(ctx, i.toplevel)
 	i.msgs.detail("sonix-run: VM %q (sonix-run exec %s -- COMMAND); its run directory is %s", vm.Name, vm.Name, dir)
-	assignSockets(vm)
-
-	if cfg.State != "" {
-		if err := ensureState(cfg.State, cfg.StateSize, i.msgs); err != nil {
-			return &Error{Reason: Failure, Err: err}
-		}
-	}
-	// virtiofsd's command lines first: a daemon that cannot serve a share
-	// (the legacy one without root) is bad input, found before the slower
-	// steps below.
-	var daemon *virtiofs.Daemon
-	if i.backend.Features().ExternalVirtiofsd && len(vm.Shares) > 0 {
-		d, err := virtiofs.Find(ctx)
-		if err != nil {
-			return &Error{Reason: BadInput, Err: err}
-		}
-		for _, s := range daemonShares(vm) {
-			if _, err := d.Args(s, os.Geteuid() == 0); err != nil {
-				return &Error{Reason: BadInput, Err: err}
-			}
-		}
-		daemon = d
-	}
 	if err := i.backend.Resolve(ctx, vm, vmm.Boot, i.msgs); err != nil {
 		if ctx.Err() != nil {
 			return &Error{Reason: Interrupted, Err: ctx.Err()}
 		}
 		return &Error{Reason: BadInput, Err: err}
-	}
-	if daemon != nil {
-		g, err := virtiofs.StartAll(ctx, daemon, daemonShares(vm), i.helperLog("virtiofsd: "))
-		switch {
-		case errors.Is(err, virtiofs.ErrNeedsRoot) || errors.Is(err, virtiofs.ErrNoReadOnly) || errors.Is(err, virtiofs.ErrUnguarded):
-			return &Error{Reason: BadInput, Err: err} // nothing was started
-		case err != nil:
-			if ctx.Err() != nil {
-				return &Error{Reason: Interrupted, Err: ctx.Err()}
-			}
-			return &Error{Reason: Failure, Err: err}
-		}
-		i.fsd = g
-		i.cl.push("virtiofsd", 6*time.Second, func(context.Context) error {
-			// They exit by themselves once QEMU disconnects.
-			return g.Stop(2 * time.Second)
-		})
 	}
 	for n := range vm.Network.VLANs {
 		v := &vm.Network.VLANs[n]
@@ -289,10 +255,15 @@ func (i *Instance) boot(ctx context.Context) error {
 		}
 		i.cl.push("--vlan "+v.LAN, 6*time.Second, func(context.Context) error { return port.Close() })
 		v.Socket, v.MAC = port.Socket, port.MAC.String()
-		if _, addr, _ := parseVLAN(cfg.VLANs[n]); addr != "" {
+		if v.Addr.IsValid() {
 			// The guest's address on this LAN, on the NIC with this MAC.
-			vm.UserParams = append([]string{"sonix.ip=" + addr + "," + v.MAC}, vm.UserParams...)
+			vm.UserParams = append([]string{"sonix.ip=" + v.Addr.String() + "," + v.MAC}, vm.UserParams...)
 		}
+	}
+	// The VM as the backend gets it, complete (run directory, LANs, the
+	// metadata share): checked once more before anything of it starts.
+	if err := vm.Validate(); err != nil {
+		return &Error{Reason: Failure, Err: fmt.Errorf("the VM as prepared: %w", err)}
 	}
 	if i.console, err = openConsole(cfg, i.out, i.msgs, &i.cl); err != nil {
 		return &Error{Reason: Failure, Err: err}
@@ -300,15 +271,20 @@ func (i *Instance) boot(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return &Error{Reason: Interrupted, Err: err}
 	}
-	i.machine, err = i.backend.Start(ctx, vm, i.console.guest, i.helperLog(""))
+	_, stateErr := os.Lstat(cfg.State)
+	newState := cfg.State != "" && errors.Is(stateErr, fs.ErrNotExist) // the backend makes it
+	i.machine, err = i.backend.Start(ctx, vm, i.console.guest, i.msgs)
 	i.console.started() // the backend holds the guest's ends now
-	if err != nil {
-		// A virtiofsd that died under QEMU's handshake is often the cause.
-		var errs []error
-		if i.fsd != nil {
-			errs = i.fsd.ExitErrors()
-		}
-		return &Error{Reason: Failure, Err: errors.Join(append([]error{err}, errs...)...)}
+	if _, err := os.Stat(cfg.State); newState && err == nil {
+		i.msgs.always("sonix-run: created the state image %s (%d MiB, sparse); the guest formats it on first boot", cfg.State, cfg.StateSize>>20)
+	}
+	switch {
+	case errors.Is(err, vmm.ErrRefused):
+		return &Error{Reason: BadInput, Err: err} // nothing was started
+	case err != nil && ctx.Err() != nil:
+		return &Error{Reason: Interrupted, Err: ctx.Err()}
+	case err != nil:
+		return &Error{Reason: Failure, Err: err}
 	}
 	m := i.machine
 	i.cl.push("the VM", 10*time.Second, func(ctx context.Context) error { return m.Stop(ctx) })
@@ -325,15 +301,6 @@ func (i *Instance) boot(ctx context.Context) error {
 		i.msgs.always("%s", gdbNotice(vm))
 	}
 	return nil
-}
-
-// helperLog is where a helper process's own messages go: through the one
-// writer with --verbose, nowhere otherwise (failures quote their stderr).
-func (i *Instance) helperLog(prefix string) io.Writer {
-	if !i.cfg.Verbose {
-		return nil // a nil interface: the helper's output is only kept for errors
-	}
-	return i.msgs.writer(prefix)
 }
 
 // Done is closed when the VM has ended and everything is cleaned up.
@@ -394,8 +361,11 @@ func (i *Instance) Command() []string {
 	if !i.backend.Features().CommandLine {
 		return nil
 	}
-	argv, _ := i.backend.Command(i.vm)
-	return argv
+	procs, err := i.backend.Commands(i.vm)
+	if err != nil || len(procs) == 0 {
+		return nil
+	}
+	return procs[len(procs)-1].Argv
 }
 
 // joinTeardown adds teardown errors to the run's result without hiding why
@@ -421,4 +391,26 @@ func gdbNotice(vm *vmm.VM) string {
 		held = " (CPUs stopped until gdb continues them)"
 	}
 	return fmt.Sprintf("sonix-run: gdb stub on 127.0.0.1:%d%s; attach with: gdb vmlinux -ex 'target remote 127.0.0.1:%d'", vm.GDBPort, held, vm.GDBPort)
+}
+
+// defaultNameBase is a VM name made from a system's store path.
+func defaultNameBase(toplevel string) string {
+	base := filepath.Base(toplevel)
+	if i := strings.IndexByte(base, '-'); i == 32 {
+		base = base[i+1:]
+	}
+	base = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '-'
+	}, base)
+	base = strings.TrimLeft(base, "-_.")
+	if len(base) > 48 {
+		base = base[:48]
+	}
+	if base == "" {
+		base = "vm"
+	}
+	return base
 }

@@ -3,10 +3,8 @@ package launcher
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
-	"github.com/sonix-run/sonix-run/virtiofs"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -16,15 +14,11 @@ import (
 func (i *Instance) supervise(ctx context.Context) error {
 	supervising(i)
 	cfg := i.cfg
-	var timeout, stopTimeout, fsdGrace <-chan time.Time
+	var timeout, stopTimeout <-chan time.Time
 	if cfg.Timeout > 0 {
 		t := time.NewTimer(cfg.Timeout)
 		defer t.Stop()
 		timeout = t.C
-	}
-	var fsdExited <-chan *virtiofs.Process
-	if i.fsd != nil {
-		fsdExited = i.fsd.Exited()
 	}
 	var linkEnded <-chan struct{}
 	if i.link != nil {
@@ -32,7 +26,7 @@ func (i *Instance) supervise(ctx context.Context) error {
 	}
 	quit, signals, ctxDone := i.console.quit, cfg.Signals, ctx.Done()
 	var ended *Error // set when sonix-run decides to end the run
-	var fsdFailed, linkFailed *Error
+	var linkFailed *Error
 	var linkGrace <-chan time.Time
 	var stopDeadline <-chan time.Time
 	stop := func(e *Error) {
@@ -55,17 +49,6 @@ func (i *Instance) supervise(ctx context.Context) error {
 		select {
 		case <-i.machine.Done():
 			return i.outcome(ended)
-		case p := <-fsdExited:
-			// virtiofsd also exits when QEMU, shutting down, disconnects
-			// it, and may be seen first; only a VM that goes on is hurt.
-			fsdExited = nil
-			fsdFailed = &Error{Reason: Failure, Err: fmt.Errorf("%w; the guest cannot use that share any more, so the VM was stopped", p.ExitError())}
-			t := time.NewTimer(fsdExitGrace)
-			defer t.Stop()
-			fsdGrace = t.C
-		case <-fsdGrace:
-			fsdGrace = nil
-			stop(fsdFailed)
 		case <-timeout:
 			timeout = nil
 			i.msgs.always("sonix-run: --timeout %v expired; stopping the VM", cfg.Timeout)
@@ -191,22 +174,3 @@ var supervising = func(*Instance) {}
 // stopBound is how long a VM may take to end once stopped (QEMU is killed
 // after 2 s; Virtualization.framework may take longer).
 var stopBound = 15 * time.Second
-
-// fsdExitGrace is how long a virtiofsd exit may precede QEMU's own when QEMU
-// is shutting down.
-const fsdExitGrace = 2 * time.Second
-
-// assignSockets names each share's virtiofsd socket inside the run directory.
-func assignSockets(vm *vmm.VM) {
-	for n := range vm.Shares {
-		vm.Shares[n].Socket = filepath.Join(vm.RunDir, fmt.Sprintf("fs%d.sock", n))
-	}
-}
-
-func daemonShares(vm *vmm.VM) []virtiofs.Share {
-	var out []virtiofs.Share
-	for _, s := range vm.Shares {
-		out = append(out, virtiofs.Share{Name: s.Tag, Dir: s.HostDir, Socket: s.Socket, ReadOnly: s.ReadOnly, Cache: string(s.Cache)})
-	}
-	return out
-}

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/internal/proc"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -110,7 +110,7 @@ func probeKVM(ctx context.Context, vm *vmm.VM, qemuPath string) error {
 	if vm.Arch != vmm.X86_64 {
 		return nil
 	}
-	image := filepath.Join(vm.RunDir, "kvm-probe")
+	image := rundir.ProbeImage(vm.RunDir)
 	if err := os.WriteFile(image, multibootProbe(), 0o600); err != nil {
 		return err
 	}

@@ -1,13 +1,14 @@
 // Package qemu is the QEMU backend: it turns a vmm.VM into a QEMU
-// command line (Argv, a pure function) and supervises the process, driving
-// its lifecycle through QMP.
+// command line (Argv, a pure function), starts the virtiofsd daemons its
+// shares need and QEMU, and supervises them, driving the VM's lifecycle
+// through QMP.
 package qemu
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -29,10 +30,10 @@ var boards = map[vmm.Arch]board{
 }
 
 // QMPSocket is where the QMP socket of a run lives.
-func QMPSocket(vm *vmm.VM) string { return filepath.Join(vm.RunDir, "qmp.sock") }
+func QMPSocket(vm *vmm.VM) string { return rundir.QMPSocket(vm.RunDir) }
 
 // AgentSocket is the Unix socket behind the guest agent's port.
-func AgentSocket(vm *vmm.VM) string { return filepath.Join(vm.RunDir, "agent.sock") }
+func AgentSocket(vm *vmm.VM) string { return rundir.AgentSocket(vm.RunDir) }
 
 // MachineParams are the kernel parameters the QEMU machine needs: its console,
 // and panic=-1 so that a panic reboots at once, which -no-reboot turns into
@@ -104,7 +105,7 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 	for i, s := range vm.Shares {
 		id := fmt.Sprintf("fs%d", i)
 		a = append(a,
-			"-chardev", "socket,id="+id+",path="+opt(s.Socket),
+			"-chardev", "socket,id="+id+",path="+opt(rundir.ShareSocket(vm.RunDir, i)),
 			"-device", "vhost-user-fs-pci,queue-size=1024,chardev="+id+",tag="+opt(s.Tag))
 	}
 	if vm.Network.NAT() {
@@ -144,7 +145,7 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 		// One port carries the agent's multiplexed protocol (docs/harness.md).
 		a = append(a, "-device", "virtio-serial-pci,id=ports",
 			"-chardev", "socket,id=agent,path="+opt(AgentSocket(vm))+",server=on,wait=off",
-			"-device", "virtserialport,bus=ports.0,chardev=agent,name="+vmm.AgentPortName+",id=agent-dev")
+			"-device", "virtserialport,bus=ports.0,chardev=agent,name="+vmm.AgentPortName+",id="+agentPortID)
 	}
 	a = append(a, "-kernel", bootKernel(vm))
 	if vm.Initrd != "" {

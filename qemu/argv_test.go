@@ -13,10 +13,10 @@ func testVM() *vmm.VM {
 		Kernel: "/s/k/bzImage", Initrd: "/s/i/initrd",
 		BootParams: []string{"init=/nix/store/t/init", "loglevel=4"},
 		UserParams: []string{"quiet", "sonix.test=x"},
-		Shares: []vmm.Share{
-			{Tag: "store", HostDir: "/s", ReadOnly: true, Socket: "/run/r/fs0-store.sock"},
-			{Tag: "modules", HostDir: "/m", ReadOnly: true, Socket: "/run/r/fs1-modules.sock"},
-		},
+		Devices: vmm.Devices{Shares: []vmm.Share{
+			{Tag: "store", HostDir: "/s", ReadOnly: true},
+			{Tag: "modules", HostDir: "/m", ReadOnly: true},
+		}},
 		RunDir: "/run/r",
 	}
 }
@@ -108,7 +108,7 @@ func TestArgv(t *testing.T) {
 				}
 			}
 			chardevs := pairs(a, "-chardev")
-			if !has(chardevs, "socket,id=fs0,path=/run/r/fs0-store.sock") || !has(chardevs, "socket,id=fs1,path=/run/r/fs1-modules.sock") {
+			if !has(chardevs, "socket,id=fs0,path=/run/r/fs0.sock") || !has(chardevs, "socket,id=fs1,path=/run/r/fs1.sock") {
 				t.Errorf("share sockets missing from %q", chardevs)
 			}
 		}},
@@ -127,7 +127,6 @@ func TestArgv(t *testing.T) {
 		}},
 		{"commas in paths escaped", func(vm *vmm.VM) {
 			vm.RunDir = "/tmp/a,b"
-			vm.Shares[0].Socket = "/tmp/a,b/fs0.sock"
 			vm.Shares[0].Tag = "st,ore"
 		}, func(t *testing.T, a []string) {
 			if !has(pairs(a, "-chardev"), "socket,id=fs0,path=/tmp/a,,b/fs0.sock") {

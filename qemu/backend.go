@@ -15,6 +15,7 @@ import (
 
 	"github.com/sonix-run/sonix-run/internal/proc"
 	"github.com/sonix-run/sonix-run/internal/sockwait"
+	"github.com/sonix-run/sonix-run/virtiofs"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -27,7 +28,7 @@ func (Backend) Name() string { return "qemu" }
 
 // Features: QEMU does everything sonix-run offers except Rosetta.
 func (Backend) Features() vmm.Features {
-	return vmm.Features{ExternalVirtiofsd: true, CommandLine: true, GDB: true, Forwards: true,
+	return vmm.Features{CommandLine: true, GDB: true, Forwards: true,
 		Disks: true, Agent: true, RawQEMUArgs: true, NetNone: true, NetRestricted: true, VLAN: true, Dump: true}
 }
 
@@ -53,34 +54,62 @@ func (Backend) Resolve(ctx context.Context, vm *vmm.VM, mode vmm.Mode, log vmm.L
 	if err != nil {
 		return err
 	}
+	// The shares' daemons: one that cannot serve a share as asked is a
+	// refusal, found before the slower steps.
+	if _, err := findDaemon(ctx, vm); err != nil {
+		return err
+	}
 	if err := resolveAccel(ctx, vm, p, mode == vmm.DryRun, log); err != nil {
 		return err
 	}
 	return resolveKernel(ctx, vm, mode, log)
 }
 
-func (Backend) Command(vm *vmm.VM) ([]string, error) {
+// Commands is what runs vm: a virtiofsd per share, then QEMU.
+func (Backend) Commands(vm *vmm.VM) ([]vmm.Process, error) {
 	p, err := qemuPath(vm)
 	if err != nil {
 		return nil, err
 	}
-	return Argv(vm, p)
-}
-
-// Start starts QEMU and connects to its QMP socket.
-func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log io.Writer) (vmm.Machine, error) {
-	argv, err := b.Command(vm)
+	argv, err := Argv(vm, p)
 	if err != nil {
 		return nil, err
 	}
+	shares, err := shareProcesses(context.Background(), vm)
+	if err != nil {
+		return nil, err
+	}
+	return append(append(diskProcesses(vm), shares...), vmm.Process{Argv: argv}), nil
+}
+
+// Start starts the shares' daemons, then QEMU, and connects to its QMP
+// socket.
+func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log vmm.Log) (vmm.Machine, error) {
+	p, err := qemuPath(vm)
+	if err != nil {
+		return nil, err
+	}
+	argv, err := Argv(vm, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := createDisks(ctx, vm); err != nil {
+		return nil, err
+	}
 	m := &machine{vm: vm, stderr: proc.NewTail(4096), exited: make(chan struct{}), done: make(chan struct{})}
+	if m.fsd, err = startShares(ctx, vm, log); err != nil {
+		return nil, err
+	}
 	m.cmd = exec.Command(argv[0], argv[1:]...)
 	m.cmd.Stdin, m.cmd.Stdout = console.In, console.Out
 	m.cmd.Stderr = m.stderr
 	if log != nil {
-		m.cmd.Stderr = io.MultiWriter(m.stderr, log)
+		if out := log.Output(""); out != nil {
+			m.cmd.Stderr = io.MultiWriter(m.stderr, out)
+		}
 	}
 	if err := proc.Start(m.cmd); err != nil {
+		m.fsd.Stop(0)
 		return nil, fmt.Errorf("starting QEMU: %w", err)
 	}
 	go func() {
@@ -95,10 +124,16 @@ func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log
 	if err != nil {
 		m.kill()
 		<-m.exited
+		// A virtiofsd that died under QEMU's handshake is often the cause.
+		daemons := m.fsd.ExitErrors()
+		m.fsd.Stop(0)
 		if errors.Is(err, sockwait.ErrExited) {
-			return nil, m.failure()
+			return nil, errors.Join(append([]error{m.failure()}, daemons...)...)
 		}
-		return nil, fmt.Errorf("connecting to QEMU's QMP socket: %v; %w", err, m.failure())
+		return nil, errors.Join(append([]error{fmt.Errorf("connecting to QEMU's QMP socket: %v; %w", err, m.failure())}, daemons...)...)
+	}
+	if m.fsd != nil {
+		go m.watchShares() // ends when QEMU has exited
 	}
 	if vm.DumpPath != "" {
 		m.dumped = make(chan struct{})
@@ -110,6 +145,8 @@ func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log
 		if m.dumped != nil {
 			<-m.dumped
 		}
+		// The daemons exit by themselves once QEMU has disconnected them.
+		m.fsdStopErr = m.fsd.Stop(fsdStopGrace)
 		close(m.done)
 	}()
 	return m, nil
@@ -130,6 +167,13 @@ type machine struct {
 
 	dumped  chan struct{} // with --dump: closed when dumpOnPanic has ended
 	dumpErr error
+
+	portOnce sync.Once
+	portCh   chan bool // AgentPort's
+
+	fsd        *virtiofs.Group // the shares' daemons; nil for none
+	fsdErr     error           // a daemon that ended under a running VM (under mu)
+	fsdStopErr error           // stopping the daemons after QEMU (set before done)
 }
 
 // dumpTimeout bounds writing a panicked guest's memory (about 1 GB/s).
@@ -173,6 +217,42 @@ func (m *machine) dumpError() error {
 }
 
 func (m *machine) Done() <-chan struct{} { return m.done }
+
+// agentPortID is the agent port's device id on QEMU's command line (Argv).
+const agentPortID = "agent-dev"
+
+// AgentPort reports the guest opening and closing the agent's port, from
+// QEMU's VSERPORT_CHANGE events: a closed port is an agent that stopped.
+// The channel holds the latest state only and is closed when QEMU has
+// exited.
+func (m *machine) AgentPort() <-chan bool {
+	if !m.vm.Agent {
+		return nil
+	}
+	m.portOnce.Do(func() {
+		m.portCh = make(chan bool, 1)
+		go func() { // owned: ends when the monitor does, with QEMU
+			defer close(m.portCh)
+			last := false
+			for {
+				open, closed, changed := m.mon.port(agentPortID)
+				if open != last {
+					last = open
+					select { // latest wins
+					case <-m.portCh:
+					default:
+					}
+					m.portCh <- open
+				}
+				if closed {
+					return
+				}
+				<-changed
+			}
+		}()
+	})
+	return m.portCh
+}
 
 // AgentConn connects to the agent port's socket. QEMU creates it before QMP
 // answers, so it is there; QEMU reads nothing from it until the guest opens
@@ -238,6 +318,9 @@ func (m *machine) Stop(ctx context.Context) error {
 	})
 	select {
 	case <-m.done:
+		if m.fsdStopErr != nil {
+			return fmt.Errorf("stopping virtiofsd: %w", m.fsdStopErr)
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("QEMU (pid %d) has not exited after being stopped: %w", m.cmd.Process.Pid, ctx.Err())
@@ -280,9 +363,12 @@ func (m *machine) Outcome() vmm.Outcome {
 		return vmm.Outcome{Ending: vmm.Panicked, DumpErr: m.dumpError()}
 	}
 	m.mu.Lock()
-	stopping := m.stopping
+	stopping, fsdErr := m.stopping, m.fsdErr
 	m.mu.Unlock()
-	if stopping {
+	switch {
+	case fsdErr != nil:
+		return vmm.Outcome{Ending: vmm.Failed, Err: fsdErr}
+	case stopping:
 		return vmm.Outcome{Ending: vmm.Stopped}
 	}
 	return vmm.Outcome{Ending: vmm.Failed, Err: m.failure()}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,6 +111,8 @@ func (l *recordingLog) Notice(format string, args ...any) {
 func (l *recordingLog) Detail(format string, args ...any) {
 	l.details = append(l.details, fmt.Sprintf(format, args...))
 }
+
+func (l *recordingLog) Output(string) io.Writer { return nil }
 
 func (l *recordingLog) said(s string) bool {
 	return strings.Contains(strings.Join(l.details, "\n"), s)
@@ -331,10 +334,11 @@ func TestResolvePicksTheKernel(t *testing.T) {
 	if vm.BootKernel == "" || !log.said("PVH entry") {
 		t.Errorf("BootKernel %q, details %q", vm.BootKernel, log.details)
 	}
-	argv, err := (Backend{}).Command(vm)
+	procs, err := (Backend{}).Commands(vm)
 	if err != nil {
 		t.Fatal(err)
 	}
+	argv := procs[len(procs)-1].Argv
 	if got := pairs(argv, "-kernel"); len(got) != 1 || got[0] != vm.BootKernel {
 		t.Errorf("-kernel %q", got)
 	}

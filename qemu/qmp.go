@@ -18,11 +18,17 @@ type monitor struct {
 	mon *qmp.SocketMonitor
 
 	mu       sync.Mutex
-	events   []qmp.Event   // every event seen, in order
-	changed  chan struct{} // closed and replaced when an event arrives
-	closed   bool          // the connection has ended (QEMU exited)
+	events   []qmp.Event     // the events that say how the VM ends, in order
+	ports    map[string]bool // each virtio-serial port's guest side: open?
+	changed  chan struct{}   // closed and replaced when an event arrives
+	closed   bool            // the connection has ended (QEMU exited)
 	drainEnd chan struct{}
 }
+
+// kept are the events the machine reads (Outcome, dumpOnPanic). Others
+// are dropped: a guest can raise some without end (a port opened and
+// closed in a loop, the clock set), and none may grow the host's memory.
+var kept = map[string]bool{"SHUTDOWN": true, "GUEST_PANICKED": true}
 
 // dialMonitor connects to the QMP socket at path, completes the capabilities
 // handshake and starts draining events.
@@ -65,7 +71,18 @@ func (m *monitor) drain(events <-chan qmp.Event) {
 	defer close(m.drainEnd)
 	for e := range events {
 		m.mu.Lock()
-		m.events = append(m.events, e)
+		switch {
+		case e.Event == "VSERPORT_CHANGE":
+			// Only the latest state of each port is kept.
+			id, _ := e.Data["id"].(string)
+			open, _ := e.Data["open"].(bool)
+			if m.ports == nil {
+				m.ports = map[string]bool{}
+			}
+			m.ports[id] = open
+		case kept[e.Event] && len(m.events) < 100:
+			m.events = append(m.events, e)
+		}
 		close(m.changed)
 		m.changed = make(chan struct{})
 		m.mu.Unlock()
@@ -82,6 +99,15 @@ func (m *monitor) snapshot() ([]qmp.Event, bool, <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]qmp.Event(nil), m.events...), m.closed, m.changed
+}
+
+// port returns whether the guest has the virtio-serial port id open (known
+// false until QEMU says), whether the connection has ended, and a channel
+// closed at the next change.
+func (m *monitor) port(id string) (open, closed bool, changed <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ports[id], m.closed, m.changed
 }
 
 // run executes a QMP command with a timeout.

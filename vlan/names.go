@@ -2,29 +2,22 @@ package vlan
 
 import (
 	"crypto/sha256"
-	"fmt"
+	"errors"
 	"net"
+
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// MaxNameLen bounds a LAN name: it becomes a path component of Unix socket
-// paths, which the kernel limits to 107 bytes in all.
-const MaxNameLen = 32
+// MaxNameLen bounds a LAN name (vmm.MaxLANName).
+const MaxNameLen = vmm.MaxLANName
 
-// CheckName reports whether lan is usable as a LAN name.
+// CheckName reports whether lan is usable as a LAN name: the rule is
+// vmm.VLAN's.
 func CheckName(lan string) error {
-	ok := lan != "" && len(lan) <= MaxNameLen && isAlnum(lan[0])
-	for i := 0; ok && i < len(lan); i++ {
-		c := lan[i]
-		ok = isAlnum(c) || c == '-' || c == '_' || c == '.'
-	}
-	if !ok {
-		return fmt.Errorf("vlan name %q: expected 1 to %d letters, digits, '-', '_' or '.', starting with a letter or digit", lan, MaxNameLen)
+	if err := (vmm.VLAN{LAN: lan}).Validate(); err != nil {
+		return errors.New(err.(*vmm.Problem).Want)
 	}
 	return nil
-}
-
-func isAlnum(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 // MAC is the stable Ethernet address of VM vm's NIC on LAN lan: the same

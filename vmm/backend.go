@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,18 +19,43 @@ type Backend interface {
 	// checks what only the backend can. In DryRun mode it must start
 	// nothing.
 	Resolve(ctx context.Context, vm *VM, mode Mode, log Log) error
-	// Command returns the command line that runs vm (Features.CommandLine).
-	Command(vm *VM) ([]string, error)
-	// Start boots vm. The guest reads its console from console.In and writes
-	// it to console.Out. log gets the hypervisor's own messages (nil: none).
-	Start(ctx context.Context, vm *VM, console Console, log io.Writer) (Machine, error)
+	// Commands returns the processes that run vm, in the order they start,
+	// the VM's own last (Features.CommandLine): what --dry-run prints.
+	Commands(vm *VM) ([]Process, error)
+	// Start boots vm, with what it needs (QEMU's virtiofsd daemons). The
+	// guest reads its console from console.In and writes it to console.Out.
+	// A refusal found only now (nothing started) wraps ErrRefused.
+	Start(ctx context.Context, vm *VM, console Console, log Log) (Machine, error)
+}
+
+// ErrRefused: the backend cannot run the VM as described here (a daemon
+// that needs root, a host without a needed feature); nothing was started.
+var ErrRefused = errors.New("refused")
+
+// Process is a program a backend runs for a VM, as a dry run prints it.
+type Process struct {
+	Argv []string
+	// Socket, when set, is a Unix socket the process listens on: what
+	// starts next waits for it.
+	Socket string
+	// Leftovers are files the process may leave outside the run directory
+	// when killed.
+	Leftovers []string
+	// Note is a line about it for the printed script ("" for none).
+	Note string
+	// Creates, when set, is the file the process makes: it runs only when
+	// that does not exist yet.
+	Creates string
 }
 
 // Log takes a backend's messages to the user, one line each (no newline):
 // Notice for what everyone should see, Detail for what --verbose shows.
+// Output is where a helper process's own output goes, its lines prefixed
+// with prefix: nil when they are not shown (without --verbose).
 type Log interface {
 	Notice(format string, args ...any)
 	Detail(format string, args ...any)
+	Output(prefix string) io.Writer
 }
 
 // Mode is what Resolve is for.
@@ -42,18 +68,17 @@ const (
 
 // Features is what a backend can do, as data.
 type Features struct {
-	ExternalVirtiofsd bool // shares are served by virtiofsd processes the launcher starts
-	CommandLine       bool // the VM is a process with a command line (--dry-run prints it)
-	GDB               bool // --gdb
-	Forwards          bool // --forward and runtime forwards
-	Disks             bool // --disk
-	Agent             bool // the guest agent's port
-	RawQEMUArgs       bool // --qemu-arg
-	Rosetta           bool // --rosetta
-	NetNone           bool // --net none
-	NetRestricted     bool // --net restricted
-	VLAN              bool // --vlan
-	Dump              bool // --dump
+	CommandLine   bool // the VM is a process with a command line (--dry-run prints it)
+	GDB           bool // --gdb
+	Forwards      bool // --forward and runtime forwards
+	Disks         bool // --disk
+	Agent         bool // the guest agent's port
+	RawQEMUArgs   bool // --qemu-arg
+	Rosetta       bool // --rosetta
+	NetNone       bool // --net none
+	NetRestricted bool // --net restricted
+	VLAN          bool // --vlan
+	Dump          bool // --dump
 }
 
 // Console is the guest's console as a backend sees it.
@@ -78,6 +103,11 @@ type Machine interface {
 	// AddForward forwards a host port to the guest while it runs
 	// (Features.Forwards, with the user network).
 	AddForward(ctx context.Context, f Forward) error
+	// AgentPort reports the guest's side of the agent's port opening
+	// (true) and closing (false: the agent stopped), latest state only,
+	// closed when the VM has ended; nil when the backend cannot see it (the
+	// agent link then notices through its keepalive).
+	AgentPort() <-chan bool
 }
 
 // Ending is how a VM ended.
@@ -114,3 +144,4 @@ type writerLog struct{ w io.Writer }
 
 func (l writerLog) Notice(format string, args ...any) { fmt.Fprintf(l.w, format+"\n", args...) }
 func (l writerLog) Detail(format string, args ...any) { fmt.Fprintf(l.w, format+"\n", args...) }
+func (l writerLog) Output(prefix string) io.Writer    { return l.w }

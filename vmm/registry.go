@@ -13,7 +13,8 @@ var (
 )
 
 // Register makes a backend available under its name; backends call it from
-// init, and programs import them (package backends imports all).
+// init (vz on macOS only), and the programs that offer them import them
+// (cmd/sonix-run and harness import qemu and vz).
 func Register(b Backend) {
 	backendsMu.Lock()
 	defer backendsMu.Unlock()

@@ -5,7 +5,9 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -63,7 +65,6 @@ type Share struct {
 	HostDir  string // absolute
 	ReadOnly bool   // enforced on the host, not only by the guest's mount
 	Cache    Cache
-	Socket   string // vhost-user socket of its virtiofsd (backends with external virtiofsd; set by the launcher)
 }
 
 // VM is the backend-neutral description of one virtual machine. Backends
@@ -97,9 +98,8 @@ type VM struct {
 	BootParams []string // init=<init>, then the bootspec's kernelParams
 	UserParams []string // $SONIX_APPEND and --append, last so that they win
 
-	Shares  []Share
 	Network Network
-	Disks   []Disk
+	Devices // shares, disks
 
 	// GDBPort, when not 0, opens the hypervisor's gdb stub on localhost;
 	// GDBWait holds the CPUs until gdb attaches and continues them.
@@ -146,47 +146,77 @@ const (
 	MaxMemoryMiB = 16 << 20 // 16 TiB
 )
 
-// Validate checks what every backend relies on.
+// Validate checks what every backend relies on, and reports every
+// problem (errors.Join of *Problem, each naming its VM field).
 func (vm *VM) Validate() error {
-	switch {
-	case vm.Kernel == "":
-		return fmt.Errorf("no kernel")
-	case vm.CPUs < 1 || vm.CPUs > MaxCPUs:
-		return fmt.Errorf("--cpus %d: expected 1 to %d", vm.CPUs, MaxCPUs)
-	case vm.MemoryMiB < MinMemoryMiB:
-		return fmt.Errorf("--memory %dM: expected at least %dM", vm.MemoryMiB, MinMemoryMiB)
-	case vm.MemoryMiB > MaxMemoryMiB:
-		return fmt.Errorf("--memory %dM: expected at most %dM", vm.MemoryMiB, MaxMemoryMiB)
-	case vm.GDBWait && vm.GDBPort == 0:
-		return fmt.Errorf("--gdb-wait needs --gdb")
-	case vm.GDBPort < 0 || vm.GDBPort > 65535:
-		return fmt.Errorf("--gdb=%d: expected a TCP port, 1 to 65535", vm.GDBPort)
+	var errs []error
+	add := func(field string, err error) {
+		for _, p := range Problems(err) {
+			errs = append(errs, p.At(field, ""))
+		}
 	}
-	tags := map[string]bool{}
-	for _, s := range vm.Shares {
-		if err := CheckTag(s.Tag); err != nil {
-			return fmt.Errorf("share %s: %w", s.HostDir, err)
+	if vm.Kernel == "" {
+		add("Kernel", problem("", "expected a kernel image"))
+	}
+	if vm.CPUs < 1 || vm.CPUs > MaxCPUs {
+		add("CPUs", problem(strconv.Itoa(vm.CPUs), "expected 1 to %d", MaxCPUs))
+	}
+	if vm.MemoryMiB < MinMemoryMiB {
+		add("MemoryMiB", problem(fmt.Sprintf("%dM", vm.MemoryMiB), "expected at least %dM", MinMemoryMiB))
+	} else if vm.MemoryMiB > MaxMemoryMiB {
+		add("MemoryMiB", problem(fmt.Sprintf("%dM", vm.MemoryMiB), "expected at most %dM", MaxMemoryMiB))
+	}
+	if vm.GDBPort < 0 || vm.GDBPort > 65535 {
+		add("GDBPort", problem(strconv.Itoa(vm.GDBPort), "expected a TCP port, 1 to 65535"))
+	}
+	if vm.GDBWait && vm.GDBPort == 0 {
+		add("GDBWait", problem("", "needs a gdb stub (--gdb)"))
+	}
+	for _, p := range Problems(vm.Devices.Validate()) {
+		errs = append(errs, p)
+	}
+	add("Network", vm.Network.Validate(vm.GDBPort))
+	return errors.Join(errs...)
+}
+
+// Validate checks a network: its mode, its forwards (no host port twice,
+// none on the gdb stub's port gdbPort), its LANs (none twice).
+func (n Network) Validate(gdbPort int) error {
+	var errs []error
+	add := func(field string, err error) {
+		for _, p := range Problems(err) {
+			errs = append(errs, p.At(field, ""))
 		}
-		if tags[s.Tag] {
-			return fmt.Errorf("two shares use the tag %q", s.Tag)
-		}
-		tags[s.Tag] = true
+	}
+	if _, err := ParseNet(n.Mode); err != nil {
+		add("Mode", problem(strconv.Quote(n.Mode), "expected user, restricted or none"))
 	}
 	hostPorts := map[string]bool{}
-	for _, f := range vm.Network.Forwards {
+	for i, f := range n.Forwards {
+		field := fmt.Sprintf("Forwards[%d]", i)
+		add(field, f.Validate())
 		key := fmt.Sprintf("%s:%d", f.Proto, f.HostPort)
 		if hostPorts[key] {
-			return fmt.Errorf("--forward: host port %s is forwarded twice", key)
+			add(field, problem(f.String(), "host port %s is forwarded twice", key))
 		}
 		hostPorts[key] = true
-		if vm.GDBPort != 0 && f.Proto == "tcp" && f.HostPort == vm.GDBPort {
-			return fmt.Errorf("--forward tcp:%d: that host port is the gdb stub's (--gdb)", f.HostPort)
+		if gdbPort != 0 && f.Proto == "tcp" && f.HostPort == gdbPort {
+			add(field, problem(f.String(), "that host port is the gdb stub's (--gdb)"))
+		}
+		if !n.NAT() {
+			add(field, problem(f.String(), "needs --net user or restricted"))
 		}
 	}
-	if len(vm.Network.Forwards) > 0 && !vm.Network.NAT() {
-		return fmt.Errorf("--forward %s needs --net user or restricted", vm.Network.Forwards[0])
+	lans := map[string]bool{}
+	for i, v := range n.VLANs {
+		field := fmt.Sprintf("VLANs[%d]", i)
+		add(field, v.Validate())
+		if lans[v.LAN] {
+			add(field, problem(v.String(), "the LAN %s is given twice", v.LAN))
+		}
+		lans[v.LAN] = true
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckTag checks a virtio-fs tag: 1 to MaxTagLen bytes of printable ASCII

@@ -37,7 +37,7 @@ func TestCommandLineOrder(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	ok := VM{Kernel: "k", CPUs: 1, MemoryMiB: 512, Shares: []Share{{Tag: "store"}, {Tag: "modules"}},
+	ok := VM{Kernel: "k", CPUs: 1, MemoryMiB: 512, Devices: Devices{Shares: []Share{{Tag: "store", HostDir: "/s", Cache: CacheAlways}, {Tag: "modules", HostDir: "/m", Cache: CacheAuto}}},
 		Network: Network{Mode: NetUser, Forwards: []Forward{{"tcp", 2222, 22}, {"udp", 2222, 53}}}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
@@ -59,15 +59,48 @@ func TestValidate(t *testing.T) {
 			vm.GDBPort = 2222
 		},
 		"forward without user net": func(vm *VM) { vm.Network.Mode = NetNone },
+		"forward of sctp":          func(vm *VM) { vm.Network.Forwards[0].Proto = "sctp" },
+		"forward to port 0":        func(vm *VM) { vm.Network.Forwards[0].GuestPort = 0 },
+		"disk of format vmdk":      func(vm *VM) { vm.Disks = []Disk{{Path: "/d", Format: "vmdk"}} },
+		"disk without a file":      func(vm *VM) { vm.Disks = []Disk{{Format: "raw"}} },
+		"share without a cache":    func(vm *VM) { vm.Shares[1].Cache = "" },
+		"net of tap":               func(vm *VM) { vm.Network.Mode = "tap" },
+		"lan with a slash":         func(vm *VM) { vm.Network.VLANs = []VLANPort{{VLAN: VLAN{LAN: "a/b"}}} },
+		"same lan twice": func(vm *VM) {
+			vm.Network.VLANs = []VLANPort{{VLAN: VLAN{LAN: "a"}}, {VLAN: VLAN{LAN: "a"}}}
+		},
 	}
 	for name, change := range tests {
 		vm := ok
 		vm.Shares = append([]Share(nil), ok.Shares...)
 		vm.Network.Forwards = append([]Forward(nil), ok.Network.Forwards...)
 		change(&vm)
-		if vm.Validate() == nil {
+		err := vm.Validate()
+		if err == nil {
 			t.Errorf("%s: accepted", name)
+			continue
 		}
+		if ps := Problems(err); len(ps) == 0 || ps[0].Field == "" {
+			t.Errorf("%s: %v: no problem naming its field", name, err)
+		}
+	}
+	// Every problem is reported, each naming its field.
+	vm := ok
+	vm.CPUs, vm.MemoryMiB = 0, 1
+	vm.Network.Forwards = []Forward{{"sctp", 1, 2}}
+	ps := Problems(vm.Validate())
+	var fields []string
+	for _, p := range ps {
+		fields = append(fields, p.Field)
+	}
+	if got := strings.Join(fields, " "); got != "CPUs MemoryMiB Network.Forwards[0]" {
+		t.Errorf("problems in %q, want CPUs, MemoryMiB and the forward: %v", got, ps)
+	}
+	if ps[0].Error() != "CPUs 0: expected 1 to 255" {
+		t.Errorf("a library error names its field: %q", ps[0].Error())
+	}
+	if p := ps[0].At("", "--cpus"); p.Error() != "--cpus 0: expected 1 to 255" {
+		t.Errorf("a flag's error names the flag: %q", p.Error())
 	}
 }
 
@@ -119,7 +152,7 @@ func TestParseForwardAndDisk(t *testing.T) {
 
 // Parsers of user input never panic and keep their promises on any input.
 func FuzzParsers(f *testing.F) {
-	for _, s := range []string{"512M", "2GiB", "tcp:2222:22", "a.img,format=qcow2,ro", "/a:b:ro", "x:y:z:ro", "", ":", ",,,", "9999999999T"} {
+	for _, s := range []string{"512M", "2GiB", "tcp:2222:22", "a.img,format=qcow2,ro", "/a:b:ro", "x:y:z:ro", "", ":", ",,,", "9999999999T", "lan1=10.0.0.1/24", "a=b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -134,12 +167,21 @@ func FuzzParsers(f *testing.F) {
 				t.Errorf("ParseForward round trip %q: %+v %v", s, back, err)
 			}
 		}
-		if d, err := ParseDisk(s); err == nil && (d.Path == "" || (d.Format != "raw" && d.Format != "qcow2")) {
-			t.Errorf("ParseDisk(%q) = %+v", s, d)
+		if d, err := ParseDisk(s); err == nil && d.Validate() != nil {
+			t.Errorf("ParseDisk(%q) = %+v: %v", s, d, d.Validate())
 		}
-		if sh, err := ParseShare(s); err == nil {
-			if sh.HostDir == "" || CheckTag(sh.Tag) != nil {
-				t.Errorf("ParseShare(%q) = %+v", s, sh)
+		if sh, err := ParseShare(s); err == nil && sh.Validate() != nil {
+			t.Errorf("ParseShare(%q) = %+v: %v", s, sh, sh.Validate())
+		}
+		if fw, err := ParseForward(s); err == nil && fw.Validate() != nil {
+			t.Errorf("ParseForward(%q) = %+v: %v", s, fw, fw.Validate())
+		}
+		if v, err := ParseVLAN(s); err == nil {
+			if v.Validate() != nil {
+				t.Errorf("ParseVLAN(%q) = %+v: %v", s, v, v.Validate())
+			}
+			if back, err := ParseVLAN(v.String()); err != nil || back != v {
+				t.Errorf("ParseVLAN round trip %q: %+v %v", s, back, err)
 			}
 		}
 	})

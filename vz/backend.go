@@ -8,9 +8,8 @@ import (
 )
 
 // Backend runs VMs on Virtualization.framework, inside the sonix-run process.
-// It is registered on macOS (register_darwin.go) with zero Options; a
-// command with flags for them (such as --rosetta) registers a Backend with
-// its Options again, which replaces that one.
+// It is registered on macOS (register_darwin.go) with zero Options; what a
+// VM asks for (VM.Rosetta) is merged into them per VM (options).
 type Backend struct {
 	Options Options
 }
@@ -25,8 +24,8 @@ func (Backend) Features() vmm.Features {
 	return vmm.Features{Rosetta: true, Agent: true, NetNone: true, Disks: true}
 }
 
-// Command is never called: Features.CommandLine is false.
-func (Backend) Command(vm *vmm.VM) ([]string, error) {
+// Commands is never called: Features.CommandLine is false.
+func (Backend) Commands(vm *vmm.VM) ([]vmm.Process, error) {
 	return nil, fmt.Errorf("the vz backend runs the VM inside sonix-run; there is no command line")
 }
 

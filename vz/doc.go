@@ -1,4 +1,4 @@
-// Package vz is sonix-run's macOS backend: it boots the launcher's VM on
+// Package vz is sonix-run's macOS backend: it boots a vmm.VM on
 // Apple's Virtualization.framework through github.com/Code-Hex/vz/v3.
 //
 // The package has two layers, so that most of it is built and tested on any

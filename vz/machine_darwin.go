@@ -19,7 +19,7 @@ import (
 // Start plans vm, writes what the plan needs (a decompressed kernel),
 // applies the plan to a Virtualization.framework configuration and starts
 // the VM.
-func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log io.Writer) (vmm.Machine, error) {
+func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log vmm.Log) (vmm.Machine, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -575,8 +575,8 @@ func TestBackend(t *testing.T) {
 		t.Errorf("Name %q Features %+v, want %+v", b.Name(), f, want)
 	}
 	vm := baseVM(t, gzipped(t, fakeImage()))
-	if argv, err := b.Command(vm); argv != nil || err == nil {
-		t.Errorf("Command = %v, %v; the VM runs in-process", argv, err)
+	if procs, err := b.Commands(vm); procs != nil || err == nil {
+		t.Errorf("Commands = %v, %v; the VM runs in-process", procs, err)
 	}
 	var log bytes.Buffer
 	if err := (Backend{Options: arm}).Resolve(context.Background(), vm, vmm.DryRun, vmm.LogTo(&log)); err != nil {

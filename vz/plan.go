@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/sonix-run/sonix-run/internal/diskimage"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -44,9 +45,10 @@ const RosettaTag = "rosetta"
 // serial (VIRTIO_BLK_ID_BYTES).
 const MaxBlockIDLen = 20
 
-// MaxTagLen is one more than the longest virtio-fs tag the framework takes:
-// "fewer than 36 bytes when encoded in UTF-8".
-const MaxTagLen = 36
+// MaxTagLen is the longest virtio-fs tag the framework takes ("fewer than
+// 36 bytes when encoded in UTF-8"): one less than vmm.MaxTagLen, which a
+// VM for this backend must also keep to.
+const MaxTagLen = 35
 
 // Options are what a plan needs beyond the launcher's VM.
 type Options struct {
@@ -84,6 +86,9 @@ type Disk struct {
 	// Identifier is the device's identifier, which the guest reads as the
 	// virtio-blk serial: /dev/disk/by-id/virtio-<Identifier>.
 	Identifier string
+	// Create, when not 0, is the size of the image Prepare creates
+	// (sparse) when Path does not exist yet (--state).
+	Create int64
 }
 
 // Plan is everything the darwin adapter applies to a
@@ -255,6 +260,14 @@ func refuseUnsupported(vm *vmm.VM) error {
 // Prepare writes what the plan needs before the VM starts: the decompressed
 // kernel. It is a no-op for an uncompressed one.
 func (p *Plan) Prepare() error {
+	for _, d := range p.Disks {
+		if d.Create == 0 {
+			continue
+		}
+		if _, err := diskimage.CreateRaw(d.Path, d.Create); err != nil {
+			return fmt.Errorf("creating the image %s: %w", d.Path, err)
+		}
+	}
 	if p.Kernel == p.KernelSource {
 		return nil
 	}
@@ -341,7 +354,7 @@ func planDisks(disks []vmm.Disk) ([]Disk, error) {
 			return nil, fmt.Errorf("%s %s: %s already uses the identifier %q", flag, d.Path, other, id)
 		}
 		ids[id] = d.Path
-		out = append(out, Disk{Path: d.Path, ReadOnly: d.ReadOnly, Identifier: id})
+		out = append(out, Disk{Path: d.Path, ReadOnly: d.ReadOnly, Identifier: id, Create: d.Create})
 	}
 	return out, nil
 }
@@ -368,8 +381,8 @@ func checkTag(tag string) error {
 	switch {
 	case tag == "":
 		return errors.New("empty virtio-fs tag")
-	case len(tag) >= MaxTagLen:
-		return fmt.Errorf("virtio-fs tag %q is %d bytes; Virtualization.framework needs fewer than %d", tag, len(tag), MaxTagLen)
+	case len(tag) > MaxTagLen:
+		return fmt.Errorf("virtio-fs tag %q is %d bytes; Virtualization.framework takes at most %d", tag, len(tag), MaxTagLen)
 	case strings.ContainsRune(tag, 0):
 		return fmt.Errorf("virtio-fs tag %q contains a NUL byte", tag)
 	}

@@ -79,11 +79,11 @@ func baseVM(t *testing.T, kernel []byte) *vmm.VM {
 		Initrd:     "/nix/store/iii-initrd/initrd",
 		BootParams: []string{"init=/nix/store/sss-nixos-system/init", "loglevel=4"},
 		UserParams: []string{"systemd.unit=rescue.target"},
-		Shares: []vmm.Share{
+		Devices: vmm.Devices{Shares: []vmm.Share{
 			{Tag: "store", HostDir: "/nix/store", ReadOnly: true, Cache: vmm.CacheAlways},
 			{Tag: "modules", HostDir: "/lib/modules", ReadOnly: true, Cache: vmm.CacheAuto},
 			{Tag: "work", HostDir: "/home/me/work"},
-		},
+		}},
 		RunDir: run,
 	}
 }
@@ -225,7 +225,7 @@ func TestPlanRejects(t *testing.T) {
 		want string
 	}{
 		{"empty tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "" }, "empty virtio-fs tag"},
-		{"36-byte tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("t", 36) }, "is 36 bytes; Virtualization.framework needs fewer than 36"},
+		{"36-byte tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("t", 36) }, "is 36 bytes; Virtualization.framework takes at most 35"},
 		{"36-byte UTF-8 tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = strings.Repeat("é", 18) }, "is 36 bytes"},
 		{"tag with NUL", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "a\x00b" }, "NUL"},
 		{"duplicate tag", func(vm *vmm.VM, o *Options) { vm.Shares[2].Tag = "store" }, `two shares use the tag "store"`},

@@ -5,14 +5,13 @@ package vz
 import (
 	"context"
 	"errors"
-	"io"
 	"runtime"
 
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // Start fails: this build has no Virtualization.framework adapter.
-func (Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log io.Writer) (vmm.Machine, error) {
+func (Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log vmm.Log) (vmm.Machine, error) {
 	return nil, errUnavailable()
 }
 

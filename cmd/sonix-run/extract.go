@@ -12,30 +12,6 @@ import (
 	"github.com/sonix-run/sonix-run/launcher"
 )
 
-// kernelFormatFlag reads --kernel-format: auto (boot an x86_64 bzImage's
-// cached vmlinux through its PVH entry where it can) or bzimage (the kernel
-// file as given).
-type kernelFormatFlag struct{ asIs *bool }
-
-func (f kernelFormatFlag) String() string {
-	if *f.asIs {
-		return "bzimage"
-	}
-	return "auto"
-}
-func (f kernelFormatFlag) Type() string { return "auto|bzimage" }
-func (f kernelFormatFlag) Set(s string) error {
-	switch s {
-	case "auto":
-		*f.asIs = false
-	case "bzimage":
-		*f.asIs = true
-	default:
-		return fmt.Errorf("--kernel-format %q: expected auto or bzimage", s)
-	}
-	return nil
-}
-
 const extractUsage = `Usage: sonix-run extract-kernel [OPTIONS] IMAGE
 
 Print the path of the kernel file QEMU boots fastest for the kernel IMAGE:
@@ -60,14 +36,11 @@ func cmdExtractKernel(args []string, stdin *os.File, stdout, stderr io.Writer) i
 		shown = "none here: " + dirErr.Error()
 	}
 	usage := fmt.Sprintf(extractUsage, shown)
-	fs, help := verbFlags("extract-kernel", usage, stdout, stderr)
+	fs := newVerb("extract-kernel", usage)
 	verbose := fs.BoolP("verbose", "v", false, "say on stderr which file it is, and why")
 	cachedOnly := fs.Bool("cached-only", false, "print the vmlinux only when the cache holds it already; never decompress")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " extract-kernel", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, usage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		return usageError(stderr, " extract-kernel", "expected one kernel IMAGE, got %d arguments", fs.NArg())

@@ -26,13 +26,10 @@ Options:
 `
 
 func cmdKconfig(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("kconfig", kconfigUsage, stdout, stderr)
+	fs := newVerb("kconfig", kconfigUsage)
 	arch := fs.String("arch", hostArch(), "the guest's `ARCH`: x86_64 or aarch64")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " kconfig", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, kconfigUsage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 0 {
 		return usageError(stderr, " kconfig", "expected no arguments")

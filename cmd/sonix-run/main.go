@@ -12,10 +12,12 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/internal/termsafe"
 	"github.com/sonix-run/sonix-run/launcher"
 	_ "github.com/sonix-run/sonix-run/qemu" // the QEMU backend
-	_ "github.com/sonix-run/sonix-run/vz"   // the Virtualization.framework backend (macOS)
+	"github.com/sonix-run/sonix-run/rundir"
+	_ "github.com/sonix-run/sonix-run/vz" // the Virtualization.framework backend (macOS)
 )
 
 // Exit statuses; README.md documents them.
@@ -76,8 +78,13 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.As(err, &e) && e.Reason == launcher.CommandExit {
 		return e.Status // the command's own; its stderr has said what it had to
 	}
-	fmt.Fprintf(stderr, "sonix-run: %s\n", termsafe.Text(err.Error()))
-	if !errors.As(err, &e) {
+	// A Config from flags: its problems name the flags.
+	fmt.Fprintf(stderr, "sonix-run: %s\n", termsafe.Text(config.FlagMessage(err)))
+	var tty *errNeedsTerminal
+	switch {
+	case errors.Is(err, rundir.ErrNotRunning), errors.Is(err, rundir.ErrBadName), errors.As(err, &tty):
+		return exitUsage // a name that is not running, or no terminal: nothing was started
+	case !errors.As(err, &e):
 		return exitFailure
 	}
 	switch e.Reason {

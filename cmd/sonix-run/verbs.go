@@ -16,27 +16,47 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/config"
+	"github.com/sonix-run/sonix-run/control"
 	"github.com/sonix-run/sonix-run/internal/termsafe"
 	"github.com/sonix-run/sonix-run/launcher"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// verbFlags is the flag set of a verb, with --help; flags come before NAME.
-func verbFlags(verb, usage string, stdout, stderr io.Writer) (*pflag.FlagSet, *bool) {
-	fs := pflag.NewFlagSet("sonix-run "+verb, pflag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.SortFlags = false
-	help := fs.BoolP("help", "h", false, "show this help")
-	fs.Usage = func() {} // errors say "Try ... --help" instead of dumping it
-	fs.SetInterspersed(false)
-	return fs, help
+// verbFlags is a verb's flag set, with --help: the one place that parses
+// a verb's command line and prints its help and usage errors. Flags come
+// before NAME.
+type verbFlags struct {
+	*pflag.FlagSet
+	verb, usage string
+	help        *bool
 }
 
-func printVerbHelp(fs *pflag.FlagSet, usage string, stdout io.Writer) int {
-	fmt.Fprint(stdout, usage)
-	fs.SetOutput(stdout)
-	fs.PrintDefaults()
-	return exitOK
+func newVerb(verb, usage string) *verbFlags {
+	fs := pflag.NewFlagSet("sonix-run "+verb, pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.Usage = func() {} // errors say "Try ... --help" instead of dumping it
+	fs.SetInterspersed(false)
+	v := &verbFlags{FlagSet: fs, verb: verb, usage: usage}
+	v.help = fs.BoolP("help", "h", false, "show this help")
+	return v
+}
+
+// parse parses args; done is true when the verb has nothing more to do
+// (its help was printed, or a usage error), with the exit status.
+func (v *verbFlags) parse(args []string, stdout, stderr io.Writer) (code int, done bool) {
+	v.SetOutput(stderr)
+	if err := v.Parse(args); err != nil {
+		return usageError(stderr, " "+v.verb, "%v", err), true
+	}
+	if *v.help {
+		fmt.Fprint(stdout, v.usage)
+		v.SetOutput(stdout)
+		v.PrintDefaults()
+		return exitOK, true
+	}
+	return 0, false
 }
 
 // verbContext is cancelled by the first SIGINT/SIGTERM/SIGHUP, which the
@@ -65,15 +85,12 @@ Options:
 `
 
 func cmdExec(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("exec", execUsage, stdout, stderr)
+	fs := newVerb("exec", execUsage)
 	tty := fs.BoolP("tty", "t", false, "run the command on a pseudo-terminal (stdin must be a terminal)")
 	user := fs.StringP("user", "u", "", "run as `USER` (a name or a numeric uid[:gid]) instead of root")
 	dir := fs.StringP("workdir", "w", "", "run in `DIR` (default /)")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " exec", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, execUsage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	rest := fs.Args()
 	if len(rest) > 1 && rest[1] == "--" {
@@ -82,8 +99,8 @@ func cmdExec(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if len(rest) < 2 {
 		return usageError(stderr, " exec", "expected NAME and a COMMAND")
 	}
-	cmd := launcher.Command{Argv: rest[1:], User: *user, Dir: *dir, TTY: *tty}
-	return remoteExec(rest[0], cmd, stdin, stdout, stderr)
+	cmd := agent.Command{Argv: rest[1:], User: *user, Dir: *dir, TTY: *tty}
+	return remoteExec(rest[0], cmd, "exec -t", stdin, stdout, stderr)
 }
 
 const shellUsage = `Usage: sonix-run shell [OPTIONS] NAME
@@ -95,29 +112,26 @@ Options:
 `
 
 func cmdShell(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("shell", shellUsage, stdout, stderr)
+	fs := newVerb("shell", shellUsage)
 	user := fs.StringP("user", "u", "", "log in as `USER` instead of root")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " shell", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, shellUsage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		return usageError(stderr, " shell", "expected one NAME")
 	}
-	cmd := launcher.Command{Shell: `if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi`, User: *user, TTY: true}
-	return remoteExec(fs.Arg(0), cmd, stdin, stdout, stderr)
+	cmd := agent.Command{Shell: `if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi`, User: *user, TTY: true}
+	return remoteExec(fs.Arg(0), cmd, "shell", stdin, stdout, stderr)
 }
 
-func remoteExec(name string, cmd launcher.Command, stdin *os.File, stdout, stderr io.Writer) int {
-	r, err := launcher.Connect(name)
+func remoteExec(name string, cmd agent.Command, what string, stdin *os.File, stdout, stderr io.Writer) int {
+	vm, err := control.Connect(name)
 	if err != nil {
 		return exitCode(err, stderr)
 	}
 	ctx, stop := verbContext()
 	defer stop()
-	status, err := r.Exec(ctx, cmd, stdin, stdout, stderr)
+	status, err := execIn(ctx, vm, cmd, what, stdin, stdout, stderr)
 	if err != nil {
 		return exitCode(err, stderr)
 	}
@@ -151,7 +165,7 @@ Options:
 `
 
 func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("cp", cpUsage, stdout, stderr)
+	fs := newVerb("cp", cpUsage)
 	lim := agent.CopyLimits{
 		MaxBytes:     agent.DefaultCopyMaxBytes,
 		MaxEntries:   agent.DefaultCopyMaxEntries,
@@ -165,11 +179,8 @@ func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	fs.Var(cpCountFlag{&depth, "max-depth"}, "max-depth", "copying out of the VM, at most `N` levels of directories")
 	fs.Var(cpDurationFlag{&lim.StartTimeout, "start-timeout"}, "start-timeout", "fail if the VM has not answered within `DURATION`")
 	fs.Var(cpDurationFlag{&lim.IdleTimeout, "idle-timeout"}, "idle-timeout", "fail once the copy has made no progress for `DURATION`")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " cp", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, cpUsage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if depth > math.MaxInt32 {
 		return usageError(stderr, " cp", "--max-depth %d: expected at most %d", depth, math.MaxInt32)
@@ -190,7 +201,7 @@ func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if srcRemote {
 		name = srcName
 	}
-	r, err := launcher.Connect(name)
+	r, err := control.Connect(name)
 	if err != nil {
 		return exitCode(err, stderr)
 	}
@@ -272,7 +283,7 @@ func splitRemote(s string) (name, path string, remote bool) {
 	if i <= 0 || strings.ContainsRune(s[:i], '/') {
 		return "", s, false
 	}
-	if launcher.CheckName(s[:i]) != nil {
+	if rundir.CheckName(s[:i]) != nil {
 		return "", s, false
 	}
 	return s[:i], s[i+1:], true
@@ -286,19 +297,16 @@ Options:
 `
 
 func cmdList(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("list", listUsage, stdout, stderr)
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " list", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, listUsage, stdout)
+	fs := newVerb("list", listUsage)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 0 {
 		return usageError(stderr, " list", "expected no arguments")
 	}
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tPID\tUPTIME\tTARGET")
-	vms, notice := launcher.Running()
+	vms, notice := rundir.Reap()
 	if notice != "" {
 		fmt.Fprintln(stderr, termsafe.Text(notice))
 	}
@@ -318,18 +326,15 @@ Options:
 `
 
 func cmdStop(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("stop", stopUsage, stdout, stderr)
+	fs := newVerb("stop", stopUsage)
 	wait := fs.Duration("wait", 2*time.Minute, "give up waiting for the end after `DURATION`")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " stop", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, stopUsage, stdout)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		return usageError(stderr, " stop", "expected one NAME")
 	}
-	r, err := launcher.Connect(fs.Arg(0))
+	r, err := control.Connect(fs.Arg(0))
 	if err != nil {
 		return exitCode(err, stderr)
 	}
@@ -351,12 +356,9 @@ Options:
 `
 
 func cmdForward(args []string, stdin *os.File, stdout, stderr io.Writer) int {
-	fs, help := verbFlags("forward", forwardUsage, stdout, stderr)
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, " forward", "%v", err)
-	}
-	if *help {
-		return printVerbHelp(fs, forwardUsage, stdout)
+	fs := newVerb("forward", forwardUsage)
+	if code, done := fs.parse(args, stdout, stderr); done {
+		return code
 	}
 	if fs.NArg() != 2 {
 		return usageError(stderr, " forward", "expected NAME and tcp:HOSTPORT:GUESTPORT")
@@ -365,7 +367,11 @@ func cmdForward(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, " forward", "%v", err)
 	}
-	r, err := launcher.Connect(fs.Arg(0))
+	// As --forward at boot: a taken port is said at once, in these words.
+	if err := config.PortFree(f.Proto, f.HostPort); err != nil {
+		return usageError(stderr, " forward", "%s: %v", fs.Arg(1), err)
+	}
+	r, err := control.Connect(fs.Arg(0))
 	if err != nil {
 		return exitCode(err, stderr)
 	}

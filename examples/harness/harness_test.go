@@ -8,7 +8,7 @@
 // NixOS system: docs/ci.md); without it, `go test` here boots the
 // project's busybox test system, built for the test (testSystem below).
 // Point the fallback at your own system, e.g.
-// launcher.Config{Target: "./result"}, or set SONIX_SYSTEMS.
+// config.Config{Target: "./result"}, or set SONIX_SYSTEMS.
 package harness_test
 
 import (
@@ -16,9 +16,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/examples/testsystem"
 	"github.com/sonix-run/sonix-run/harness"
-	"github.com/sonix-run/sonix-run/launcher"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -29,9 +29,9 @@ var guestArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime
 
 // testSystem is the system this test boots when it is given none: the
 // project's test system, built in the test's temporary directory.
-func testSystem(t testing.TB) launcher.Config {
+func testSystem(t testing.TB) config.Config {
 	sys := testsystem.ForTest(t, guestArch)
-	return launcher.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, ModulesDir: sys.ModulesDir}
+	return config.Config{Target: sys.Toplevel, StoreDir: sys.StoreDir, ModulesDir: sys.ModulesDir}
 }
 
 func TestThreeCommandsOneBoot(t *testing.T) {

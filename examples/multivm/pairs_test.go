@@ -8,9 +8,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/examples/testsystem"
 	"github.com/sonix-run/sonix-run/harness"
-	"github.com/sonix-run/sonix-run/launcher"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -47,7 +47,7 @@ var guestArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}[runtime
 // system, built once per process in a directory TestMain removes; like
 // testsystem.ForTest, a missing QEMU skips the test and missing inputs fail
 // it.
-func testSystem(t testing.TB) launcher.Config {
+func testSystem(t testing.TB) config.Config {
 	t.Helper()
 	qemu := map[string]string{"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}[guestArch]
 	if _, err := exec.LookPath(qemu); err != nil {
@@ -67,13 +67,13 @@ func testSystem(t testing.TB) launcher.Config {
 	// The busybox system needs little memory: 256 MiB lets many VMs boot
 	// at once on a small runner. Systems given by $SONIX_SYSTEMS (NixOS)
 	// keep sonix-run's default (1 GiB).
-	return launcher.Config{Target: pairSystem.Toplevel, StoreDir: pairSystem.StoreDir, MemoryMiB: 256}
+	return config.Config{Target: pairSystem.Toplevel, StoreDir: pairSystem.StoreDir, MemoryMiB: 256}
 }
 
 // pairConfig is the small guest every VM of this package is: the system
 // called name (harness.System), with 1 CPU, no NAT (the LAN is the only
 // network, eth0 on the test system).
-func pairConfig(t testing.TB, name string) launcher.Config {
+func pairConfig(t testing.TB, name string) config.Config {
 	t.Helper()
 	cfg := harness.System(t, name, testSystem)
 	cfg.Accel = vmm.AccelAuto // KVM where it works, else TCG

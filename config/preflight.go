@@ -1,4 +1,4 @@
-package launcher
+package config
 
 import (
 	"context"
@@ -19,24 +19,26 @@ import (
 // CONFIG_IKCONFIG, a .config beside a build tree's image, or the modules
 // tree's modules.builtin) and refuses, before anything starts, a kernel
 // that would die in stage 1, saying which options are missing or modular
-// and the command that fixes them. cfg.Force boots it anyway.
-func preflight(ctx context.Context, p *plan, systemKernel string, msgs *messages) error {
-	if p.cfg.Kernel == "" {
+// and the command that fixes them. Config.Force boots it anyway. say
+// writes a warning line.
+func Preflight(ctx context.Context, p *Plan, say func(format string, args ...any)) error {
+	if p.Config.Kernel == "" {
 		return nil
 	}
-	mine, err := kernelimage.Inspect(p.vm.Kernel)
+	systemKernel := p.SystemKernel
+	mine, err := kernelimage.Inspect(p.VM.Kernel)
 	if err != nil {
 		return nil // checkKernelImage has said what it could
 	}
 	if sys, err := kernelimage.Inspect(systemKernel); err == nil && sys.Release != "" && sys.Release == mine.Release {
 		return nil // the same release: the initrd's modules fit it
 	}
-	k, how := kernelConfig(ctx, p.vm.Kernel, p.cfg.ModulesDir, mine.Release)
+	k, how := kernelConfig(ctx, p.VM.Kernel, p.Config.ModulesDir, mine.Release)
 	if k == nil {
-		msgs.always("sonix-run: warning: --kernel %s: its configuration cannot be read (%s), so it was not checked; build it with CONFIG_IKCONFIG=y, or see `sonix-run kconfig`", p.cfg.Kernel, how)
+		say("sonix-run: warning: --kernel %s: its configuration cannot be read (%s), so it was not checked; build it with CONFIG_IKCONFIG=y, or see `sonix-run kconfig`", p.Config.Kernel, how)
 		return nil
 	}
-	r, err := kconfig.Check(string(p.vm.Arch), k)
+	r, err := kconfig.Check(string(p.VM.Arch), k)
 	if err != nil {
 		return nil
 	}
@@ -45,14 +47,14 @@ func preflight(ctx context.Context, p *plan, systemKernel string, msgs *messages
 		return nil
 	}
 	if !r.Fatal() {
-		msgs.always("sonix-run: --kernel %s (%s):\n%s", p.cfg.Kernel, how, text)
+		say("sonix-run: --kernel %s (%s):\n%s", p.Config.Kernel, how, text)
 		return nil
 	}
-	if p.cfg.Force {
-		msgs.always("sonix-run: --kernel %s (%s), booting anyway (--force):\n%s", p.cfg.Kernel, how, text)
+	if p.Config.Force {
+		say("sonix-run: --kernel %s (%s), booting anyway (--force):\n%s", p.Config.Kernel, how, text)
 		return nil
 	}
-	return &Error{Reason: BadInput, Err: fmt.Errorf("--kernel %s will not boot this system imageless (%s):\n%s\n(--force boots it anyway)", p.cfg.Kernel, how, text)}
+	return fmt.Errorf("--kernel %s will not boot this system imageless (%s):\n%s\n(--force boots it anyway)", p.Config.Kernel, how, text)
 }
 
 // kernelConfig finds the configuration of the kernel at image: embedded in

@@ -1,4 +1,4 @@
-package launcher
+package control
 
 import (
 	"net"
@@ -8,17 +8,16 @@ import (
 
 // peerUID is the effective uid of the process at the other end of c: the
 // one that connected (on a server's connection) or the one that listened
-// (on a client's), as the kernel recorded it then (LOCAL_PEERCRED, which
-// getpeereid reads too).
+// (on a client's), as the kernel recorded it then (SO_PEERCRED).
 func peerUID(c *net.UnixConn) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
 	}
-	var cred *unix.Xucred
+	var cred *unix.Ucred
 	var cerr error
 	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptXucred(int(fd), unix.SOL_LOCAL, unix.LOCAL_PEERCRED)
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
 		return -1, err
 	}

@@ -1,16 +1,22 @@
-package launcher
+// Package config is what a run is asked to do: the typed Config, the one
+// table of the CLI's flags for it (and its inverse, Config.Args), and the
+// checks that turn it, before anything starts, into a Plan: boot.json
+// read and its files found, the VM described and validated, the files the
+// flags name and the host's resources checked, the backend's features and
+// a --kernel's configuration (the preflight) checked. Every error it
+// returns is bad input: nothing was started.
+package config
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
+	"strconv"
 	"time"
 
-	"github.com/sonix-run/sonix-run/vlan"
+	"github.com/sonix-run/sonix-run/rundir"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
@@ -33,12 +39,13 @@ type Config struct {
 
 	Net      string // vmm.NetUser (default), vmm.NetRestricted or vmm.NetNone
 	Forwards []vmm.Forward
-	Disks    []vmm.Disk
-	Shares   []vmm.Share
-	// VLANs are virtual LANs shared with this user's other VMs (--vlan):
-	// "NAME", or "NAME=ADDR/PREFIX" to give the guest that address on it
-	// (the kernel parameter sonix.ip=ADDR/PREFIX,MAC, MAC being its NIC's).
-	VLANs []string
+	// Devices are the shares and disks the user adds (--share, --disk;
+	// the store, modules, --cwd and --state come on top).
+	vmm.Devices
+	// VLANs are virtual LANs shared with this user's other VMs (--vlan),
+	// with the guest's address on each when it has one (the kernel
+	// parameter sonix.ip=ADDR/PREFIX,MAC, MAC being its NIC's).
+	VLANs []vmm.VLAN
 
 	Append    []string // kernel parameters, after everything else
 	QEMUArgs  []string // raw QEMU arguments, last
@@ -117,8 +124,8 @@ const (
 	DefaultStateSize   = 8 << 30
 )
 
-// withDefaults returns c with every unset field given its default.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every unset field given its default.
+func (c Config) WithDefaults() Config {
 	set := func(p *string, v string) {
 		if *p == "" {
 			*p = v
@@ -152,77 +159,52 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// checkFlags checks what needs no file system: the values themselves.
-func (c *Config) checkFlags() error {
-	switch {
-	case c.Target == "":
-		return fmt.Errorf("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)")
-	case c.CPUs < 1 || c.CPUs > vmm.MaxCPUs:
-		return fmt.Errorf("--cpus %d: expected 1 to %d", c.CPUs, vmm.MaxCPUs)
-	case c.Timeout < 0:
-		return fmt.Errorf("--timeout %v: expected a positive duration such as 90s or 5m", c.Timeout)
-	case c.StopTimeout < 0:
-		return fmt.Errorf("--stop-timeout %v: expected a positive duration such as 10s", c.StopTimeout)
-	case c.GDBPort < 0 || c.GDBPort > 65535:
-		return fmt.Errorf("--gdb=%d: expected a TCP port, 1 to 65535", c.GDBPort)
-	case c.Command != nil && c.Command.Shell == "" && len(c.Command.Argv) == 0:
-		return fmt.Errorf("--run: empty command")
-	case c.StateSize < 1<<20:
-		return fmt.Errorf("--state-size %d: expected at least 1M", c.StateSize)
-	case c.Workdir != "" && !filepath.IsAbs(c.Workdir):
-		return fmt.Errorf("--cwd %s: expected an absolute path", c.Workdir)
+// CheckValues checks what needs no file system and is not the VM's to
+// check (vmm.VM.Validate checks that), and reports every problem
+// (errors.Join of *vmm.Problem naming Config fields; FlagErrors names
+// their flags).
+func (c *Config) CheckValues() error {
+	var errs []error
+	bad := func(field, value, want string, args ...any) {
+		errs = append(errs, &vmm.Problem{Field: field, Value: value, Want: fmt.Sprintf(want, args...)})
 	}
-	if _, err := vmm.ParseNet(c.Net); err != nil {
-		return err
+	if c.Target == "" {
+		errs = append(errs, errors.New("no system to boot: give a boot.json or a NixOS toplevel (e.g. ./result)"))
+	}
+	if c.Timeout < 0 {
+		bad("Timeout", c.Timeout.String(), "expected a positive duration such as 90s or 5m")
+	}
+	if c.StopTimeout < 0 {
+		bad("StopTimeout", c.StopTimeout.String(), "expected a positive duration such as 10s")
+	}
+	if c.Command != nil && c.Command.Shell == "" && len(c.Command.Argv) == 0 {
+		bad("Command", "", "empty command")
+	}
+	if c.StateSize < 1<<20 {
+		bad("StateSize", strconv.FormatInt(c.StateSize, 10), "expected at least 1M")
+	}
+	if c.Workdir != "" && !filepath.IsAbs(c.Workdir) {
+		bad("Workdir", c.Workdir, "expected an absolute path")
 	}
 	if _, err := vmm.ParseAccel(string(c.Accel)); err != nil {
-		return err
-	}
-	for _, tag := range []struct{ flag, v string }{{"--store-tag", c.StoreTag}, {"--modules-tag", c.ModulesTag}} {
-		if err := vmm.CheckTag(tag.v); err != nil {
-			return fmt.Errorf("%s: %w", tag.flag, err)
-		}
+		bad("Accel", strconv.Quote(string(c.Accel)), "expected auto, kvm or tcg")
 	}
 	if c.Name != "" {
-		if err := CheckName(c.Name); err != nil {
-			return err
+		if err := rundir.CheckName(c.Name); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	seen := map[string]bool{}
-	for _, v := range c.VLANs {
-		lan, _, err := parseVLAN(v)
-		if err != nil {
-			return err
-		}
-		if seen[lan] {
-			return fmt.Errorf("--vlan %s is given twice", lan)
-		}
-		seen[lan] = true
-	}
-	return nil
-}
-
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
-// CheckName checks a VM name (--name): 1 to 63 letters, digits, '.', '_'
-// or '-', starting with a letter or digit.
-func CheckName(name string) error {
-	if !nameRE.MatchString(name) {
-		return &Error{Reason: BadInput, Err: fmt.Errorf("VM name %q: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)}
-	}
-	return nil
-}
-
-// parseVLAN reads NAME or NAME=ADDR/PREFIX (--vlan).
-func parseVLAN(s string) (lan, addr string, err error) {
-	lan, addr, hasAddr := strings.Cut(s, "=")
-	if err := vlan.CheckName(lan); err != nil {
-		return "", "", fmt.Errorf("--vlan %q: %w", s, err)
-	}
-	if hasAddr {
-		if _, err := netip.ParsePrefix(addr); err != nil {
-			return "", "", fmt.Errorf("--vlan %q: expected NAME or NAME=ADDR/PREFIX such as lan1=10.0.0.1/24: %v", s, err)
+	for _, tag := range []struct{ field, v string }{{"StoreTag", c.StoreTag}, {"ModulesTag", c.ModulesTag}} {
+		if err := vmm.CheckTag(tag.v); err != nil {
+			bad(tag.field, strconv.Quote(tag.v), "%v", err)
 		}
 	}
-	return lan, addr, nil
+	// The VM as the Config describes it, boot.json apart: every rule of
+	// vmm.VM.Validate, checked once, there.
+	vm := c.describe()
+	vm.Kernel = "(boot.json's)"
+	for _, p := range vmm.Problems(vm.Validate()) {
+		errs = append(errs, p)
+	}
+	return errors.Join(errs...)
 }

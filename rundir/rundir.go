@@ -1,4 +1,11 @@
-package launcher
+// Package rundir is the run registry: where each running VM's run
+// directory is, the name of every file in it, who runs it, and the removal
+// of those whose run died. It is the one place that knows where sonix-run
+// keeps a run's sockets, so that `sonix-run exec NAME` finds what
+// `sonix-run --name NAME` made, and the one that checks, before anything
+// is read or dialled there, that no other user could have made or swapped
+// it.
+package rundir
 
 import (
 	"encoding/json"
@@ -7,20 +14,75 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/internal/owndir"
-	"github.com/sonix-run/sonix-run/virtiofs"
 )
 
 // A run directory holds one run's sockets and its owner file; its name is
 // "sonix-run-" plus the VM's name, so `sonix-run exec NAME` finds it. It is
 // private (0700) and removed at the end of the run; a run killed with
-// SIGKILL leaves it behind, and the next run removes it (reapStale).
+// SIGKILL leaves it behind, and the next Reap removes it.
 const runDirPrefix = "sonix-run-"
+
+// Errors of the registry, for errors.Is; the errors returned say more.
+var (
+	// ErrNotRunning: no VM of that name is running.
+	ErrNotRunning = errors.New("no VM of that name is running")
+	// ErrRunning: a VM of that name is already running.
+	ErrRunning = errors.New("a VM of that name is already running")
+	// ErrInTheWay: something that is not a run directory of ours has the
+	// name a run directory would take.
+	ErrInTheWay = errors.New("the run directory's name is taken")
+	// ErrBadName: not a VM name.
+	ErrBadName = errors.New("not a VM name")
+	// ErrNoPlace: no private place for run directories (a base another
+	// user could reach, or socket paths too long).
+	ErrNoPlace = errors.New("no place for the run directory")
+)
+
+// The files of a run directory: this is the one place that names them.
+
+// ControlSocket is the run's control socket (package control).
+func ControlSocket(dir string) string { return filepath.Join(dir, "ctl.sock") }
+
+// QMPSocket is QEMU's monitor.
+func QMPSocket(dir string) string { return filepath.Join(dir, "qmp.sock") }
+
+// AgentSocket is the host end of the guest agent's port.
+func AgentSocket(dir string) string { return filepath.Join(dir, "agent.sock") }
+
+// MaxShares bounds a VM's virtio-fs shares (ShareSocket's n).
+const MaxShares = 100
+
+// ShareSocket is the socket of the virtiofsd serving share n (0 to
+// MaxShares-1).
+func ShareSocket(dir string, n int) string {
+	if n < 0 || n >= MaxShares {
+		panic(fmt.Sprintf("rundir: share %d out of range", n))
+	}
+	return filepath.Join(dir, fmt.Sprintf("fs%d.sock", n))
+}
+
+// MetaDir holds what the guest should know about its run (the per-run
+// metadata share).
+func MetaDir(dir string) string { return filepath.Join(dir, "meta") }
+
+// ProbeImage is the KVM probe's tiny guest.
+func ProbeImage(dir string) string { return filepath.Join(dir, "kvm-probe") }
+
+// Stale lists files outside a run directory that what ran in it may leave
+// behind when killed (the legacy virtiofsd's lock files); RemoveDead
+// removes them with the directory. Registered by those that know.
+var stale []func(dir string) []string
+
+// AlsoRemove registers f: for a run directory, the files outside it that
+// go with it.
+func AlsoRemove(f func(dir string) []string) { stale = append(stale, f) }
 
 // ownerFile records who runs a VM: for list, and to tell a dead run's
 // leftovers from a live one.
@@ -41,6 +103,16 @@ type Owner struct {
 // maxSocketPath is the longest Unix socket path (sun_path holds 108 bytes
 // with its NUL), less the longest socket name a run directory holds.
 const maxSocketPath = 107 - len("/fs99.sock")
+
+// CheckName checks a VM name: it names a run directory.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: VM name %q: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrBadName, name)
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Where run directories are: this is the one place that knows.
 //
@@ -79,7 +151,7 @@ func (p runPlaces) dirFor(name string) (base, dir string, err error) {
 	if len(dir) <= maxSocketPath {
 		return p.temp, dir, nil
 	}
-	return "", "", fmt.Errorf("no place for the run directory of %q: Unix socket paths are limited to 107 bytes and %s is too long (set $XDG_RUNTIME_DIR or $TMPDIR to a shorter directory, or use a shorter --name)", name, dir)
+	return "", "", fmt.Errorf("%w of %q: Unix socket paths are limited to 107 bytes and %s is too long (set $XDG_RUNTIME_DIR or $TMPDIR to a shorter directory, or use a shorter --name)", ErrNoPlace, name, dir)
 }
 
 // inTemp says whether the temporary base is where dirFor puts a run
@@ -130,19 +202,23 @@ func checkBase(base string) (ok bool, r *refusal) {
 	return false, &refusal{err: err}
 }
 
-// createRunDir makes the run directory of name, private, with its owner
-// file. A directory of that name whose owner is dead is removed first; a
-// live one is an error.
-func createRunDir(name, target, workdir string) (string, error) {
+// Create makes the run directory of the VM name, private, with its owner
+// file (target and workdir are what list and exec show and use). A
+// directory of that name whose owner is dead is removed first; a live one
+// is ErrRunning.
+func Create(name, target, workdir string) (string, error) {
+	if err := CheckName(name); err != nil {
+		return "", err
+	}
 	p := currentPlaces()
 	base, dir, err := p.dirFor(name)
 	if err != nil {
-		return "", &Error{Reason: BadInput, Err: err}
+		return "", err
 	}
 	// $XDG_RUNTIME_DIR is checked, never made; the temporary base is made
 	// private if missing, and refused if it is not ours alone.
 	if err := owndir.Ensure(base, owndir.Private); err != nil {
-		return "", fail(Failure, "no place for the run directory: %w", err)
+		return "", fmt.Errorf("%w: %w", ErrNoPlace, err)
 	}
 	// Made complete (owner file inside) under a temporary name, then
 	// renamed into place: a run directory never exists without its owner,
@@ -150,13 +226,13 @@ func createRunDir(name, target, workdir string) (string, error) {
 	// one's, and the loser sees the winner's owner.
 	tmp, err := os.MkdirTemp(base, creatingPrefix)
 	if err != nil {
-		return "", fail(Failure, "creating the run directory: %w", err)
+		return "", fmt.Errorf("creating the run directory: %w", err)
 	}
 	start, _ := procStart(os.Getpid())
 	o := Owner{Name: name, PID: os.Getpid(), Start: start, Target: target, Started: time.Now().UTC(), Workdir: workdir}
 	if err := writeOwner(tmp, o); err != nil {
 		os.RemoveAll(tmp)
-		return "", fail(Failure, "writing the run directory's owner file: %w", err)
+		return "", fmt.Errorf("writing the run directory's owner file: %w", err)
 	}
 	for attempt := 0; ; attempt++ {
 		err := os.Rename(tmp, dir)
@@ -165,29 +241,29 @@ func createRunDir(name, target, workdir string) (string, error) {
 		}
 		if attempt > 0 || !(errors.Is(err, os.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.ENOTDIR)) {
 			os.RemoveAll(tmp)
-			return "", fail(Failure, "creating the run directory: %w", err)
+			return "", fmt.Errorf("creating the run directory: %w", err)
 		}
 		if err := owndir.Check(dir, owndir.Private); err != nil {
 			// Not a run directory of ours: left alone.
 			os.RemoveAll(tmp)
-			return "", &Error{Reason: BadInput, Err: fmt.Errorf("%w; or give another --name", err)}
+			return "", fmt.Errorf("%w: %w; or give another --name", ErrInTheWay, err)
 		}
-		if o, err := readOwner(dir); err != nil || o.alive() {
+		if o, err := readOwner(dir); err != nil || o.Alive() {
 			os.RemoveAll(tmp)
 			if err != nil {
-				return "", &Error{Reason: BadInput, Err: fmt.Errorf("the run directory %s is in the way (%v); remove it, or give another --name", dir, err)}
+				return "", fmt.Errorf("%w: the run directory %s is in the way (%v); remove it, or give another --name", ErrInTheWay, dir, err)
 			}
-			return "", &Error{Reason: BadInput, Err: fmt.Errorf("a VM named %q is already running (pid %d, %s); give another --name or stop it with `sonix-run stop %s`", name, o.PID, o.Target, name)}
+			return "", fmt.Errorf("%w: a VM named %q is already running (pid %d, %s); give another --name or stop it with `sonix-run stop %s`", ErrRunning, name, o.PID, o.Target, name)
 		}
-		if err := removeRunDir(dir); err != nil { // a dead run's
+		if err := Remove(dir); err != nil { // a dead run's
 			os.RemoveAll(tmp)
-			return "", fail(Failure, "removing a dead run's directory: %w", err)
+			return "", fmt.Errorf("removing a dead run's directory: %w", err)
 		}
 	}
 }
 
-// creatingPrefix names run directories being made (createRunDir); List
-// removes those a crash left behind.
+// creatingPrefix names run directories being made (Create); Reap removes
+// those a crash left behind.
 const creatingPrefix = ".sonix-run-creating-"
 
 // maxOwnerFile bounds an owner file.
@@ -223,8 +299,8 @@ func readOwner(dir string) (Owner, error) {
 	return o, nil
 }
 
-// alive says whether the run that wrote o still runs.
-func (o Owner) alive() bool {
+// Alive says whether the run that wrote o still runs.
+func (o Owner) Alive() bool {
 	start, err := procStart(o.PID)
 	if err != nil {
 		return false
@@ -232,13 +308,15 @@ func (o Owner) alive() bool {
 	return o.Start == 0 || start == 0 || start == o.Start
 }
 
-// removeRunDir removes a run directory and what its virtiofsd daemons may
-// have left outside it.
-func removeRunDir(dir string) error {
+// Remove removes a run directory and what ran in it may have left outside
+// it (AlsoRemove).
+func Remove(dir string) error {
 	var errs []error
-	for _, f := range virtiofs.StaleFiles(dir) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
+	for _, files := range stale {
+		for _, f := range files(dir) {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -296,82 +374,76 @@ func runDirs() ([]Owner, []refusal) {
 	return out, refused
 }
 
-// reapStale removes the run directories of runs that died without
-// cleaning up (SIGKILL, a crash, a power cut).
-func reapStale() { List() }
-
-// List returns this user's running VMs. On the way it removes the run
+// Reap returns this user's running VMs, and removes on the way the run
 // directories of runs that died without cleaning up (SIGKILL, a crash, a
 // power cut); only directories with an owner file are touched, so one
 // being created right now (none yet) is left alone. Directories that fail
-// the checks are ignored; Running also says which.
-func List() []Owner {
-	vms, _ := Running()
-	return vms
-}
-
-// Running is List, and notice: one line for stderr naming the directories
-// ignored because another user could have made, entered or swapped them
-// (and what to do), "" when there were none.
-func Running() (vms []Owner, notice string) {
+// the checks are ignored, and notice is one line for stderr naming them
+// and saying what to do ("" when there were none).
+func Reap() (vms []Owner, notice string) {
 	all, refused := runDirs()
 	for _, o := range all {
-		if o.alive() {
+		if o.Alive() {
 			vms = append(vms, o)
 		} else {
-			removeRunDir(o.Dir)
+			Remove(o.Dir)
 		}
 	}
 	return vms, refusalsNotice(refused)
 }
 
-// find returns the owner of the running VM called name: its run directory
-// is looked for where createRunDir would put it, through checked
-// directories only. When it is not there, the error names the VMs that are
-// running and, on the same line, the directories ignored as unsafe.
-func find(name string) (Owner, error) {
+// Find returns the owner of the running VM called name: its run directory
+// is looked for where Create would put it, through checked directories
+// only. When it is not there, the error (ErrNotRunning) names the VMs that
+// are running and, on the same line, the directories ignored as unsafe.
+func Find(name string) (Owner, error) {
 	if err := CheckName(name); err != nil {
 		return Owner{}, err
 	}
 	if base, dir, err := currentPlaces().dirFor(name); err == nil {
 		if ok, _ := checkBase(base); ok && owndir.Check(dir, owndir.Private) == nil {
-			if o, err := readOwner(dir); err == nil && o.Name == name && o.alive() {
+			if o, err := readOwner(dir); err == nil && o.Name == name && o.Alive() {
 				return o, nil
 			}
 		}
 	}
-	vms, notice := Running()
+	vms, notice := Reap()
 	var names []string
 	for _, o := range vms {
 		names = append(names, o.Name)
 	}
-	msg := fmt.Sprintf("no VM named %q is running (running: %s)", name, orNone(names))
+	running := "none"
+	if len(names) > 0 {
+		running = strings.Join(names, ", ")
+	}
+	msg := fmt.Sprintf("no VM named %q is running (running: %s)", name, running)
 	if notice != "" {
 		msg += "; " + strings.TrimPrefix(notice, "sonix-run: ")
 	}
-	return Owner{}, &Error{Reason: BadInput, Err: errors.New(msg)}
+	return Owner{}, &notRunning{msg}
 }
 
-// placeNotices are the lines a run says once about where it keeps its
-// files, when that is not where the user would expect: $XDG_RUNTIME_DIR
-// set but unusable, and the cache out of its place or not kept at all.
-func placeNotices(runDir string) []string {
-	var out []string
-	if p := currentPlaces(); p.xdgErr != nil && filepath.Dir(runDir) == p.temp {
-		out = append(out, strings.Join(strings.Fields(fmt.Sprintf("sonix-run: the run directory is %s, not in $XDG_RUNTIME_DIR: %v", runDir, p.xdgErr)), " "))
+type notRunning struct{ msg string }
+
+func (e *notRunning) Error() string   { return e.msg }
+func (e *notRunning) Is(t error) bool { return t == ErrNotRunning }
+
+// Notice is a line to say once about where the run directory dir is, when
+// that is not where the user would expect ($XDG_RUNTIME_DIR set but
+// unusable); "" otherwise.
+func Notice(dir string) string {
+	if p := currentPlaces(); p.xdgErr != nil && filepath.Dir(dir) == p.temp {
+		return strings.Join(strings.Fields(fmt.Sprintf("sonix-run: the run directory is %s, not in $XDG_RUNTIME_DIR: %v", dir, p.xdgErr)), " ")
 	}
-	if n := owndir.CacheNotice(); n != "" {
-		out = append(out, "sonix-run: "+n)
-	}
-	return out
+	return ""
 }
 
-// defaultName names a VM after its system (the toplevel's name without its
-// hash), numbered when that name is taken by a running VM.
-func defaultName(toplevel string) string {
-	base := defaultNameBase(toplevel)
+// FreeName is base, or base-2, base-3... : the first name no running VM
+// has.
+func FreeName(base string) string {
 	taken := map[string]bool{}
-	for _, o := range List() {
+	vms, _ := Reap()
+	for _, o := range vms {
 		taken[o.Name] = true
 	}
 	name := base
@@ -379,26 +451,4 @@ func defaultName(toplevel string) string {
 		name = fmt.Sprintf("%s-%d", base, i)
 	}
 	return name
-}
-
-// defaultNameBase is a VM name made from a system's store path.
-func defaultNameBase(toplevel string) string {
-	base := filepath.Base(toplevel)
-	if i := strings.IndexByte(base, '-'); i == 32 {
-		base = base[i+1:]
-	}
-	base = strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
-			return r
-		}
-		return '-'
-	}, base)
-	base = strings.TrimLeft(base, "-_.")
-	if len(base) > 48 {
-		base = base[:48]
-	}
-	if base == "" {
-		base = "vm"
-	}
-	return base
 }

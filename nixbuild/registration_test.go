@@ -1,4 +1,4 @@
-package launcher
+package nixbuild
 
 import (
 	"context"
@@ -24,7 +24,7 @@ esac
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "registration")
-	if err := dumpRegistration(context.Background(), fake, "/nix/store/bbb-system", out); err != nil {
+	if err := DumpRegistration(context.Background(), fake, "/nix/store/bbb-system", out); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
@@ -32,7 +32,7 @@ esac
 		t.Errorf("registration %q", got)
 	}
 	os.WriteFile(fake, []byte("#!/bin/sh\necho 'error: path is not valid' >&2; exit 1\n"), 0o755)
-	if err := dumpRegistration(context.Background(), fake, "/nix/store/bbb-system", out); err == nil || !strings.Contains(err.Error(), "path is not valid") {
+	if err := DumpRegistration(context.Background(), fake, "/nix/store/bbb-system", out); err == nil || !strings.Contains(err.Error(), "path is not valid") {
 		t.Errorf("a failing nix-store: %v", err)
 	}
 }

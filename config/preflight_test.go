@@ -1,8 +1,8 @@
-package launcher
+package config
 
 import (
 	"context"
-	"io"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,25 +26,27 @@ func TestPreflight(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "modules.builtin"), []byte("kernel/fs/fuse/fuse.ko\n"), 0o644)
 	os.WriteFile(filepath.Join(tree, "modules.order"), []byte("kernel/drivers/virtio/virtio_pci.ko\nkernel/fs/fuse/virtiofs.ko\n"), 0o644)
 
-	p := &plan{cfg: Config{Kernel: mine, ModulesDir: modules}, vm: &vmm.VM{Arch: vmm.X86_64, Kernel: mine}}
-	msgs := newMessages(io.Discard, false, false)
-	err := preflight(context.Background(), p, system, msgs)
+	p := &Plan{Config: Config{Kernel: mine, ModulesDir: modules}, VM: &vmm.VM{Arch: vmm.X86_64, Kernel: mine}, SystemKernel: system}
+	quiet := func(string, ...any) {}
+	err := Preflight(context.Background(), p, quiet)
 	t.Logf("refusal: %v", err)
-	if ReasonOf(err) != BadInput {
-		t.Fatalf("preflight = %v, want bad input", err)
+	if err == nil {
+		t.Fatal("Preflight accepted it")
 	}
 	for _, want := range []string{"CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_FS", "modular", "merge_config.sh", "--force"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the refusal does not say %q:\n%v", want, err)
 		}
 	}
-	p.cfg.Force = true
+	p.Config.Force = true
 	var warned strings.Builder
-	if err := preflight(context.Background(), p, system, newMessages(&warned, false, false)); err != nil || !strings.Contains(warned.String(), "booting anyway") {
+	say := func(format string, args ...any) { fmt.Fprintf(&warned, format+"\n", args...) }
+	if err := Preflight(context.Background(), p, say); err != nil || !strings.Contains(warned.String(), "booting anyway") {
 		t.Errorf("with --force: %v, said %q", err, warned.String())
 	}
-	p.cfg.Force = false
-	if err := preflight(context.Background(), p, mine, msgs); err != nil {
+	p.Config.Force = false
+	p.SystemKernel = mine
+	if err := Preflight(context.Background(), p, quiet); err != nil {
 		t.Errorf("the system's own release: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package launcher
+package config
 
 import (
 	"errors"
@@ -69,10 +69,10 @@ func whatItIs(info kernelimage.Info, err error) string {
 	return fmt.Sprintf("; it is %s %s for %s", article, info.Format, arch)
 }
 
-// ModulesTree returns the /lib/modules directory inside dir: dir itself, or
+// modulesTree returns the /lib/modules directory inside dir: dir itself, or
 // dir/lib/modules when dir is an INSTALL_MOD_PATH root (what
 // `make modules_install INSTALL_MOD_PATH=dir` writes).
-func ModulesTree(dir string) string {
+func modulesTree(dir string) string {
 	inner := filepath.Join(dir, "lib", "modules")
 	if st, err := os.Stat(inner); err == nil && st.IsDir() {
 		return inner
@@ -80,10 +80,10 @@ func ModulesTree(dir string) string {
 	return dir
 }
 
-// KernelVersion returns the release (what `uname -r` prints) a kernel
+// kernelVersion returns the release (what `uname -r` prints) a kernel
 // image names: from an x86 bzImage's setup header, or the banner of an
 // uncompressed vmlinux or Image; "" when it names none or is no kernel.
-func KernelVersion(image string) string {
+func kernelVersion(image string) string {
 	info, err := kernelimage.Inspect(image)
 	if err != nil {
 		return ""
@@ -91,11 +91,16 @@ func KernelVersion(image string) string {
 	return info.Release
 }
 
-// modulesWarning says, in one line, when the booted kernel will find no
-// modules of its own version in what is shared; "" when all is well or the
-// version cannot be read.
+// ModulesWarning says, in one line, when the kernel p boots will find no
+// modules of its own version in what is shared; "" when all is well, the
+// version cannot be read, or the user asked for nothing of the kind
+// (--kernel, --modules).
+func ModulesWarning(p *Plan) string {
+	return modulesWarning(p.VM.Kernel, p.Config.ModulesDir, p.Config.Kernel != "" || p.Config.ModulesDir != "")
+}
+
 func modulesWarning(kernel, modules string, relevant bool) string {
-	release := KernelVersion(kernel)
+	release := kernelVersion(kernel)
 	if release == "" || !relevant {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package launcher
+package config
 
 import (
 	"encoding/binary"
@@ -69,15 +69,15 @@ func TestCheckKernelImage(t *testing.T) {
 }
 
 func TestKernelVersion(t *testing.T) {
-	if got := KernelVersion(fakeBzImage(t, "6.12.0-rc1+ (me@box) #3 SMP")); got != "6.12.0-rc1+" {
+	if got := kernelVersion(fakeBzImage(t, "6.12.0-rc1+ (me@box) #3 SMP")); got != "6.12.0-rc1+" {
 		t.Errorf("got %q", got)
 	}
 	notImage := filepath.Join(t.TempDir(), "Image")
 	os.WriteFile(notImage, make([]byte, 0x400), 0o644)
-	if got := KernelVersion(notImage); got != "" {
+	if got := kernelVersion(notImage); got != "" {
 		t.Errorf("an image without a setup header gave %q", got)
 	}
-	if got := KernelVersion("/does/not/exist"); got != "" {
+	if got := kernelVersion("/does/not/exist"); got != "" {
 		t.Errorf("a missing file gave %q", got)
 	}
 }
@@ -85,11 +85,11 @@ func TestKernelVersion(t *testing.T) {
 func TestModulesTreeAndWarning(t *testing.T) {
 	root := t.TempDir() // an INSTALL_MOD_PATH root
 	os.MkdirAll(filepath.Join(root, "lib", "modules", "6.12.0"), 0o755)
-	tree := ModulesTree(root)
+	tree := modulesTree(root)
 	if tree != filepath.Join(root, "lib", "modules") {
-		t.Fatalf("ModulesTree(root) = %s", tree)
+		t.Fatalf("modulesTree(root) = %s", tree)
 	}
-	if ModulesTree(tree) != tree {
+	if modulesTree(tree) != tree {
 		t.Error("a lib/modules directory is not used as it is")
 	}
 	if w := modulesWarning(fakeBzImage(t, "6.12.0 #1"), tree, true); w != "" {

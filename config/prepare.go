@@ -1,4 +1,4 @@
-package launcher
+package config
 
 import (
 	"bufio"
@@ -9,22 +9,25 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sonix-run/sonix-run/bootjson"
 	"github.com/sonix-run/sonix-run/nixbuild"
 	"github.com/sonix-run/sonix-run/vmm"
 )
 
-// plan is a checked run: the normalised Config, the VM it describes and the
-// backend that boots it.
-type plan struct {
-	cfg     Config
-	vm      *vmm.VM
-	backend vmm.Backend
-	// toplevel is the system's store path (for the guest's Nix database).
-	toplevel string
-	// systemKernel is boot.json's kernel on the host (for the preflight).
-	systemKernel string
+// Plan is a checked run: the normalised Config, the VM it describes and
+// the backend that boots it.
+type Plan struct {
+	Config  Config
+	VM      *vmm.VM
+	Backend vmm.Backend
+	// Toplevel is the system's store path (for the guest's Nix database).
+	Toplevel string
+	// SystemKernel is boot.json's kernel on the host (for the preflight).
+	SystemKernel string
 }
 
 // Validate checks everything that can be checked before anything starts:
@@ -32,117 +35,54 @@ type plan struct {
 // what the backend can do. It changes nothing, c included. A target that is
 // a Nix installable is checked only as far as it can be without building it.
 func (c Config) Validate() error {
-	c = c.withDefaults()
-	if err := c.checkFlags(); err != nil {
-		return bad(err)
+	c = c.WithDefaults()
+	if err := c.CheckValues(); err != nil {
+		return err
 	}
 	if nixbuild.IsInstallable(c.Target) {
 		if !c.DryRun {
 			if err := nixbuild.Check(c.Target); err != nil {
-				return bad(err)
+				return err
 			}
 		}
-		return bad(c.checkHost())
+		return c.CheckHost()
 	}
-	_, err := prepare(c)
+	_, err := Prepare(c)
 	return err
 }
 
-func bad(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*Error); ok {
-		return err
-	}
-	return &Error{Reason: BadInput, Err: err}
-}
-
-// prepare turns a Config (with defaults, flags checked, target built) into
-// a plan. Every error is a BadInput *Error.
-func prepare(c Config) (*plan, error) {
-	// What the flags name first (named as the user spelled it); the default
-	// store only after the target (checkStore).
-	if err := c.checkHost(); err != nil {
-		return nil, bad(err)
-	}
-	abs := func(p string) string {
-		if p == "" {
-			return ""
-		}
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return p
-		}
-		return a
-	}
-	// Helpers run elsewhere (virtiofsd chroots into its directory) and a
-	// --dry-run script may be pasted anywhere: every host path is absolute.
-	c.StoreDir = abs(c.StoreDir)
-	if c.ModulesDir != "" {
-		c.ModulesDir = ModulesTree(abs(c.ModulesDir))
-	}
-	// The target first: a missing target is the error to report, not the
-	// default store missing on a host without Nix.
-	doc, err := bootjson.LoadStore(c.Target, c.StoreDir)
-	if err != nil {
-		return nil, bad(err)
-	}
-	if err := c.checkStore(); err != nil {
-		return nil, bad(err)
-	}
-	spec, err := doc.Select(c.Specialisation)
-	if err != nil {
-		return nil, bad(err)
-	}
-	paths, err := spec.Locate(doc.Path, c.StoreDir)
-	if err != nil {
-		return nil, bad(err)
-	}
-	arch, err := vmm.ArchOfSystem(spec.System)
-	if err != nil {
-		return nil, bad(fmt.Errorf("%s: %w", doc.Path, err))
-	}
-	systemKernel := paths.Kernel
-	kernelWhat := doc.Path + ": org.nixos.bootspec.v1.kernel"
-	if c.Kernel != "" {
-		paths.Kernel, kernelWhat = abs(c.Kernel), "--kernel"
-	}
-	if c.Initrd != "" {
-		paths.Initrd = abs(c.Initrd)
-	}
-	backend, err := vmm.Lookup(c.Backend)
-	if err != nil {
-		return nil, bad(err)
-	}
+// describe is the VM as the Config alone describes it: everything but
+// what comes from boot.json (kernel, initrd, init and its parameters, the
+// architecture), every host path absolute (helpers run elsewhere:
+// virtiofsd chroots into its directory, and a --dry-run script may be
+// pasted anywhere).
+func (c *Config) describe() *vmm.VM {
 	vm := &vmm.VM{
 		Name:       c.Name,
-		Arch:       arch,
 		Accel:      c.Accel,
 		CPUs:       c.CPUs,
 		MemoryMiB:  c.MemoryMiB,
-		Kernel:     paths.Kernel,
 		KernelAsIs: c.KernelAsIs,
-		Initrd:     paths.Initrd,
-		BootParams: append([]string{"init=" + spec.Init}, spec.KernelParams...),
 		UserParams: append([]string(nil), c.Append...),
 		GDBPort:    c.GDBPort,
 		GDBWait:    c.GDBWait,
 		QEMUArgs:   append([]string(nil), c.QEMUArgs...),
 		Rosetta:    c.Rosetta,
-		// A VM named by the user is one to reach with exec: give it the
-		// agent's port where the backend has one.
-		Agent:   c.Agent || c.Command != nil || (c.Name != "" && backend.Features().Agent),
-		Network: vmm.Network{Mode: c.Net, Forwards: append([]vmm.Forward(nil), c.Forwards...)},
-		Shares:  []vmm.Share{{Tag: c.StoreTag, HostDir: c.StoreDir, ReadOnly: true, Cache: vmm.CacheAlways}},
+		DumpPath:   abs(c.DumpPath),
+		Network:    vmm.Network{Mode: c.Net, Forwards: append([]vmm.Forward(nil), c.Forwards...)},
+		// The user's devices, whole (a new kind needs nothing here); the
+		// store and modules come first, --cwd and --state after.
+		Devices: c.Devices,
 	}
+	vm.Shares = []vmm.Share{{Tag: c.StoreTag, HostDir: abs(c.StoreDir), ReadOnly: true, Cache: vmm.CacheAlways}}
 	if c.ModulesDir != "" {
-		vm.Shares = append(vm.Shares, vmm.Share{Tag: c.ModulesTag, HostDir: c.ModulesDir, ReadOnly: true, Cache: vmm.CacheAuto})
+		vm.Shares = append(vm.Shares, vmm.Share{Tag: c.ModulesTag, HostDir: modulesTree(abs(c.ModulesDir)), ReadOnly: true, Cache: vmm.CacheAuto})
 	}
 	for _, s := range c.Shares {
 		s.HostDir = abs(s.HostDir)
 		vm.Shares = append(vm.Shares, s)
 	}
+	vm.Disks = nil
 	for _, d := range c.Disks {
 		d.Path = abs(d.Path)
 		vm.Disks = append(vm.Disks, d)
@@ -151,27 +91,85 @@ func prepare(c Config) (*plan, error) {
 		vm.Shares = append(vm.Shares, vmm.Share{Tag: WorkdirTag, HostDir: c.Workdir, ReadOnly: c.WorkdirReadOnly, Cache: vmm.CacheAuto})
 	}
 	if c.State != "" {
-		c.State = abs(c.State)
-		vm.Disks = append(vm.Disks, vmm.Disk{Path: c.State, Format: stateFormat(c.State), Serial: StateSerial})
+		vm.Disks = append(vm.Disks, vmm.Disk{Path: abs(c.State), Format: stateFormat(c.State), Serial: StateSerial, Create: c.StateSize})
 		vm.UserParams = append([]string{StateParam}, vm.UserParams...)
 	}
-	if c.DumpPath != "" {
-		vm.DumpPath = abs(c.DumpPath)
-	}
 	for _, v := range c.VLANs {
-		lan, _, _ := parseVLAN(v) // checked by checkFlags
-		vm.Network.VLANs = append(vm.Network.VLANs, vmm.VLANPort{LAN: lan})
+		vm.Network.VLANs = append(vm.Network.VLANs, vmm.VLANPort{VLAN: v})
 	}
+	return vm
+}
+
+func abs(p string) string {
+	if p == "" {
+		return ""
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// Prepare turns a Config (with defaults, values checked, target built)
+// into a Plan.
+func Prepare(c Config) (*Plan, error) {
+	// What the flags name first (named as the user spelled it); the default
+	// store only after the target (checkStore).
+	if err := c.CheckHost(); err != nil {
+		return nil, err
+	}
+	vm := c.describe()
+	c.StoreDir = vm.Shares[0].HostDir
+	if c.ModulesDir != "" {
+		c.ModulesDir = vm.Shares[1].HostDir // the tree ModulesTree found
+	}
+	// The target first: a missing target is the error to report, not the
+	// default store missing on a host without Nix.
+	doc, err := bootjson.LoadStore(c.Target, c.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkStore(); err != nil {
+		return nil, err
+	}
+	spec, err := doc.Select(c.Specialisation)
+	if err != nil {
+		return nil, err
+	}
+	paths, err := spec.Locate(doc.Path, c.StoreDir)
+	if err != nil {
+		return nil, err
+	}
+	if vm.Arch, err = vmm.ArchOfSystem(spec.System); err != nil {
+		return nil, fmt.Errorf("%s: %w", doc.Path, err)
+	}
+	systemKernel := paths.Kernel
+	kernelWhat := doc.Path + ": org.nixos.bootspec.v1.kernel"
+	vm.Kernel, vm.Initrd = paths.Kernel, paths.Initrd
+	if c.Kernel != "" {
+		vm.Kernel, kernelWhat = abs(c.Kernel), "--kernel"
+	}
+	if c.Initrd != "" {
+		vm.Initrd = abs(c.Initrd)
+	}
+	vm.BootParams = append([]string{"init=" + spec.Init}, spec.KernelParams...)
+	backend, err := vmm.Lookup(c.Backend)
+	if err != nil {
+		return nil, err
+	}
+	// A VM named by the user is one to reach with exec: give it the
+	// agent's port where the backend has one.
+	vm.Agent = c.Agent || c.Command != nil || (c.Name != "" && backend.Features().Agent)
 	if err := vm.Validate(); err != nil {
-		return nil, bad(err)
+		return nil, err
 	}
 	if err := checkFeatures(vm, backend); err != nil {
-		return nil, bad(err)
+		return nil, err
 	}
-	if err := checkKernelImage(kernelWhat, vm.Kernel, arch); err != nil {
-		return nil, bad(err)
+	if err := checkKernelImage(kernelWhat, vm.Kernel, vm.Arch); err != nil {
+		return nil, err
 	}
-	return &plan{cfg: c, vm: vm, backend: backend, toplevel: spec.Toplevel, systemKernel: systemKernel}, nil
+	return &Plan{Config: c, VM: vm, Backend: backend, Toplevel: spec.Toplevel, SystemKernel: systemKernel}, nil
 }
 
 // checkStore checks --store, or the default store: that one is looked at
@@ -185,9 +183,9 @@ func (c *Config) checkStore() error {
 	return checkDir("--store", c.StoreDir)
 }
 
-// checkHost checks the files and host resources the flags name; the
+// CheckHost checks the files and host resources the flags name; the
 // store one the user gave, not the default one (checkStore).
-func (c *Config) checkHost() error {
+func (c *Config) CheckHost() error {
 	if c.StoreDir != DefaultStoreDir {
 		if err := checkDir("--store", c.StoreDir); err != nil {
 			return err
@@ -221,11 +219,23 @@ func (c *Config) checkHost() error {
 		}
 	}
 	if c.State != "" {
-		if st, err := os.Stat(c.State); err == nil && !st.Mode().IsRegular() {
+		st, err := os.Stat(c.State)
+		switch {
+		case err == nil && !st.Mode().IsRegular():
 			return fmt.Errorf("--state %s: not a regular file (a disk image sonix-run creates on first use)", c.State)
-		} else if err != nil {
-			if err := checkDir("--state", filepath.Dir(c.State)); err != nil {
+		case err == nil:
+			// The guest writes its state there: a read-only file (or file
+			// system) is found now, not by QEMU once everything started.
+			if err := syscall.Access(c.State, unix.W_OK); err != nil {
+				return fmt.Errorf("--state %s: not writable: %v", c.State, err)
+			}
+		default:
+			dir := filepath.Dir(c.State)
+			if err := checkDir("--state", dir); err != nil {
 				return fmt.Errorf("%w (the image's directory must exist)", err)
+			}
+			if err := syscall.Access(dir, unix.W_OK); err != nil {
+				return fmt.Errorf("--state %s: cannot be created in %s: %v", c.State, dir, err)
 			}
 		}
 	}
@@ -259,30 +269,35 @@ func (c *Config) checkHost() error {
 // checkPortsFree tells at once when a host port the VM would listen on is
 // taken, instead of QEMU failing after everything else has started.
 func checkPortsFree(c *Config) error {
-	try := func(flag, proto string, port int) error {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if proto == "udp" {
-			l, err := net.ListenPacket("udp", addr)
-			if err != nil {
-				return fmt.Errorf("%s: host port udp:%d is not free: %v", flag, port, err)
-			}
-			return l.Close()
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s: host port tcp:%d is not free: %v", flag, port, err)
-		}
-		return l.Close()
-	}
 	for _, f := range c.Forwards {
-		if err := try("--forward "+f.String(), f.Proto, f.HostPort); err != nil {
-			return err
+		if err := PortFree(f.Proto, f.HostPort); err != nil {
+			return fmt.Errorf("--forward %s: %w", f, err)
 		}
 	}
 	if c.GDBPort != 0 {
-		return try(fmt.Sprintf("--gdb=%d", c.GDBPort), "tcp", c.GDBPort)
+		if err := PortFree("tcp", c.GDBPort); err != nil {
+			return fmt.Errorf("--gdb=%d: %w", c.GDBPort, err)
+		}
 	}
 	return nil
+}
+
+// PortFree says whether the host port proto:port on 127.0.0.1 can be
+// listened on now (for --forward, --gdb and `sonix-run forward`).
+func PortFree(proto string, port int) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if proto == "udp" {
+		l, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return fmt.Errorf("host port udp:%d is not free: %v", port, err)
+		}
+		return l.Close()
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("host port tcp:%d is not free: %v", port, err)
+	}
+	return l.Close()
 }
 
 // checkFeatures refuses what the backend cannot do, in one place for all backends.

@@ -1,8 +1,7 @@
-package launcher
+package rundir
 
 import (
-	"bytes"
-	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/sonix-run/sonix-run/internal/owndir"
-	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // hostileUID is the other user of the tests that need one (as root).
@@ -73,7 +71,7 @@ func ownedRunDir(t *testing.T, dir, name string) *listening {
 	if err := writeOwner(dir, Owner{Name: name, PID: os.Getpid(), Start: start, Target: "planted"}); err != nil {
 		t.Fatal(err)
 	}
-	return listenAt(t, filepath.Join(dir, controlSocket))
+	return listenAt(t, ControlSocket(dir))
 }
 
 // Run directories that a link, that others may enter, or that belong to
@@ -83,7 +81,7 @@ func TestRunDirsFailingChecksAreIgnored(t *testing.T) {
 	xdg := privateDir(t)
 	t.Setenv("XDG_RUNTIME_DIR", xdg)
 	t.Setenv("TMPDIR", t.TempDir())
-	good, err := createRunDir("good", "mine", "")
+	good, err := Create("good", "mine", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +103,9 @@ func TestRunDirsFailingChecksAreIgnored(t *testing.T) {
 		t.Log("not root: no directory of another uid")
 	}
 
-	vms, notice := Running()
+	vms, notice := Reap()
 	if len(vms) != 1 || vms[0].Dir != good {
-		t.Errorf("Running = %+v, want only %s", vms, good)
+		t.Errorf("Reap = %+v, want only %s", vms, good)
 	}
 	if strings.Contains(notice, "\n") {
 		t.Errorf("notice on several lines: %q", notice)
@@ -116,8 +114,8 @@ func TestRunDirsFailingChecksAreIgnored(t *testing.T) {
 		if !strings.Contains(notice, filepath.Join(xdg, runDirPrefix+name)+", which") {
 			t.Errorf("notice %q does not name %s", notice, name)
 		}
-		if _, err := Connect(name); ReasonOf(err) != BadInput || !strings.Contains(err.Error(), "no VM named") {
-			t.Errorf("Connect(%s) = %v", name, err)
+		if _, err := Find(name); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "no VM named") {
+			t.Errorf("Find(%s) = %v", name, err)
 		}
 		if _, err := os.Lstat(filepath.Join(xdg, runDirPrefix+name)); err != nil {
 			t.Errorf("%s was removed: %v", name, err)
@@ -133,7 +131,7 @@ func TestRunDirsFailingChecksAreIgnored(t *testing.T) {
 		t.Errorf("the link's target was changed: %v", err)
 	}
 	// createRunDir neither follows nor replaces what is in the way.
-	if _, err := createRunDir("link", "mine", ""); ReasonOf(err) != BadInput || !strings.Contains(err.Error(), "symbolic link") {
+	if _, err := Create("link", "mine", ""); !errors.Is(err, ErrInTheWay) || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("createRunDir over a link = %v", err)
 	}
 	if fi, err := os.Lstat(filepath.Join(xdg, runDirPrefix+"link")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
@@ -152,8 +150,8 @@ func TestOwnerFileLinkIsNotFollowed(t *testing.T) {
 	dir := filepath.Join(xdg, runDirPrefix+"dev")
 	os.Mkdir(dir, 0o700)
 	os.Symlink(filepath.Join(elsewhere, ownerFile), filepath.Join(dir, ownerFile))
-	if vms := List(); len(vms) != 0 {
-		t.Errorf("List = %+v", vms)
+	if vms, _ := Reap(); len(vms) != 0 {
+		t.Errorf("Reap = %+v", vms)
 	}
 	if _, err := readOwner(dir); err == nil {
 		t.Error("readOwner followed a link")
@@ -171,7 +169,7 @@ func TestRunDirBases(t *testing.T) {
 	t.Setenv("XDG_RUNTIME_DIR", open)
 	t.Setenv("TMPDIR", t.TempDir())
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	dir, err := createRunDir("dev", "mine", "")
+	dir, err := Create("dev", "mine", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,38 +179,37 @@ func TestRunDirBases(t *testing.T) {
 	if err := owndir.Check(owndir.TempBase(), owndir.Private); err != nil {
 		t.Error(err)
 	}
-	notes := placeNotices(dir)
-	if len(notes) != 1 || !strings.Contains(notes[0], "$XDG_RUNTIME_DIR") || !strings.Contains(notes[0], "mode 0755") {
-		t.Errorf("notices %q", notes)
+	if note := Notice(dir); !strings.Contains(note, "$XDG_RUNTIME_DIR") || !strings.Contains(note, "mode 0755") {
+		t.Errorf("notice %q", note)
 	}
-	vms, notice := Running()
+	vms, notice := Reap()
 	if len(vms) != 1 || vms[0].Dir != dir || !strings.Contains(notice, "$XDG_RUNTIME_DIR "+open+", which has mode 0755") {
-		t.Errorf("Running = %+v, %q", vms, notice)
+		t.Errorf("Reap = %+v, %q", vms, notice)
 	}
-	if r, err := Connect("dev"); err != nil || r.Owner.Dir != dir {
-		t.Errorf("Connect(dev) = %v", err)
+	if o, err := Find("dev"); err != nil || o.Dir != dir {
+		t.Errorf("Find(dev) = %v", err)
 	}
-	removeRunDir(dir)
+	Remove(dir)
 
 	// A usable $XDG_RUNTIME_DIR that is long: a long name goes to $TMPDIR.
 	long := filepath.Join(privateDir(t), strings.Repeat("x", 40))
 	os.Mkdir(long, 0o700)
 	t.Setenv("XDG_RUNTIME_DIR", long)
 	name := strings.Repeat("n", maxSocketPath-len(long)-len(runDirPrefix))
-	dir, err = createRunDir(name, "mine", "")
+	dir, err = Create(name, "mine", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if filepath.Dir(dir) != owndir.TempBase() {
 		t.Errorf("run directory of a long name: %s", dir)
 	}
-	if notes := placeNotices(dir); len(notes) != 0 {
-		t.Errorf("notices %q", notes)
+	if note := Notice(dir); note != "" {
+		t.Errorf("notice %q", note)
 	}
-	if r, err := Connect(name); err != nil || r.Owner.Dir != dir {
-		t.Errorf("Connect(long name) = %v", err)
+	if o, err := Find(name); err != nil || o.Dir != dir {
+		t.Errorf("Find(long name) = %v", err)
 	}
-	short, err := createRunDir("short", "mine", "")
+	short, err := Create("short", "mine", "")
 	if err != nil || filepath.Dir(short) != long {
 		t.Errorf("run directory of a short name: %s, %v", short, err)
 	}
@@ -220,70 +217,44 @@ func TestRunDirBases(t *testing.T) {
 	// looked for while $XDG_RUNTIME_DIR is usable.
 	stray := filepath.Join(owndir.TempBase(), runDirPrefix+"stray")
 	ownedRunDir(t, stray, "stray")
-	if vms := List(); len(vms) != 2 {
-		t.Errorf("List = %+v, want the long name and short", vms)
+	if vms, _ := Reap(); len(vms) != 2 {
+		t.Errorf("Reap = %+v, want the long name and short", vms)
 	}
-	if _, err := Connect("stray"); err == nil {
+	if _, err := Find("stray"); err == nil {
 		t.Error("a run directory out of its place was found")
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// Nix's build sandbox: HOME=/homeless-shelter (missing), no
-// $XDG_RUNTIME_DIR or $XDG_CACHE_HOME, a fresh $TMPDIR. A run finds a place
-// for its run directory and the cache, and says where the cache is in one
-// line, once.
-func TestSandboxShape(t *testing.T) {
-	if _, err := os.Stat("/homeless-shelter"); err == nil {
-		t.Skip("/homeless-shelter exists here")
+// Runs racing for one name: exactly one gets the run directory, the others
+// are told it is taken; none takes another's for a dead one's.
+func TestRunDirRace(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", privateDir(t))
+	const n = 8
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := Create("racer", "target", "")
+			errs <- err
+		}()
 	}
-	cfg, b := fakeSystem(t)
-	t.Setenv("XDG_RUNTIME_DIR", "")
-	t.Setenv("XDG_CACHE_HOME", "")
-	t.Setenv("HOME", "/homeless-shelter")
-	t.Setenv("TMPDIR", t.TempDir())
-	var stderr lockedBuffer
-	cfg.Stderr = &stderr
-	seen := make(chan []Owner, 1)
-	b.onStart = func(m *fakeMachine) {
-		seen <- List()
-		m.end(vmm.PoweredOff)
-	}
-	if err := Run(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
-	vms := <-seen
-	if len(vms) != 1 || filepath.Dir(vms[0].Dir) != owndir.TempBase() {
-		t.Errorf("running: %+v, want one in %s", vms, owndir.TempBase())
-	}
-	var cache []string
-	for _, l := range strings.Split(stderr.String(), "\n") {
-		if strings.Contains(l, "cach") {
-			cache = append(cache, l)
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrRunning) || !strings.Contains(err.Error(), "already running"):
+			t.Errorf("a loser got %v", err)
 		}
 	}
-	want := "sonix-run: caching in " + filepath.Join(owndir.TempBase(), "cache") + ": "
-	if len(cache) != 1 || !strings.HasPrefix(cache[0], want) {
-		t.Errorf("stderr %q: want one line starting %q", stderr.String(), want)
+	if won != 1 {
+		t.Errorf("%d runs got the directory, want 1", won)
 	}
-	t.Logf("stderr: %q", stderr.String())
-	if entries, _ := os.ReadDir(owndir.TempBase()); len(entries) != 1 || entries[0].Name() != "cache" {
-		t.Errorf("left in %s: %v", owndir.TempBase(), entries)
+	if o, err := readOwner(filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), runDirPrefix+"racer")); err != nil || !o.Alive() {
+		t.Errorf("owner %+v, %v", o, err)
 	}
 }
