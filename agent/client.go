@@ -1,5 +1,5 @@
 // Package agent is the host side of sonix-run's agent protocol
-// (docs/harness.md): a Link over the agent's port, and a Client that
+// (docs/protocol.md): a Link over the agent's port, and a Client that
 // runs operations (hello, exec, copies, poweroff) over any Dialer, one
 // stream each. It knows nothing of how the VM runs.
 package agent
@@ -109,6 +109,9 @@ func (k *call) guestError(p []byte) error {
 	e, err := wire.DecodeError(p)
 	if err != nil {
 		return fmt.Errorf("agent: %s: %v", k.op, err)
+	}
+	if se := sessionError(e); se != nil {
+		return se // the session behind a Proxy ended
 	}
 	return &GuestError{Op: k.op, Status: e.Status, Message: e.Message}
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -240,7 +239,7 @@ func (c *Client) CopyTo(ctx context.Context, hostSrc, guestDst string, opts ...C
 		}
 		answer <- err
 	}()
-	bw := bufio.NewWriterSize(&dataWriter{w: k.w, t: wire.FrameStdin, wd: wd, idle: lim.IdleTimeout}, wire.MaxData)
+	bw := &dataWriter{w: k.w, t: wire.FrameStdin, wd: wd, idle: lim.IdleTimeout, buf: make([]byte, wire.HeaderSize, wire.HeaderSize+wire.MaxData)}
 	werr := src.Write(bw)
 	if werr == nil {
 		werr = bw.Flush()
@@ -285,28 +284,45 @@ func (e *streamWriteError) Error() string { return e.err.Error() }
 func (e *streamWriteError) Unwrap() error { return e.err }
 
 // dataWriter writes data as frames of one type, each within the bound,
-// each write a wait for the guest that the watchdog bounds.
+// gathered in a buffer that leaves room for the frame's header; each
+// write is a wait for the guest that the watchdog bounds.
 type dataWriter struct {
 	w    *wire.Writer
 	t    wire.FrameType
 	wd   *watchdog
 	idle time.Duration
+	buf  []byte // a header's room, then data
 }
 
 func (d *dataWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
-		c := min(len(p), wire.MaxData)
-		d.wd.arm(d.idle, "idle", "the guest agent took none of the archive for %s")
-		err := d.w.Write(d.t, p[:c])
-		d.wd.disarm()
-		if err != nil {
-			return n, &streamWriteError{err}
+		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
+		d.buf = d.buf[:len(d.buf)+k]
+		n += k
+		p = p[k:]
+		if len(d.buf) == cap(d.buf) {
+			if err := d.Flush(); err != nil {
+				return n, err
+			}
 		}
-		n += c
-		p = p[c:]
 	}
 	return n, nil
+}
+
+// Flush sends what is gathered.
+func (d *dataWriter) Flush() error {
+	if len(d.buf) == wire.HeaderSize {
+		return nil
+	}
+	d.wd.arm(d.idle, "idle", "the guest agent took none of the archive for %s")
+	err := d.w.WriteData(d.t, d.buf)
+	d.wd.disarm()
+	d.buf = d.buf[:wire.HeaderSize]
+	if err != nil {
+		return &streamWriteError{err}
+	}
+	return nil
 }
 
 // CopyFrom copies the guest file or directory guestSrc to the host, with

@@ -5,125 +5,23 @@ package agent_test
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/agent/internal/treetest"
 	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
 var (
-	cpT0 = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 	cpT1 = time.Date(2023, 6, 7, 8, 9, 10, 0, time.UTC)
 )
-
-// cpNode is what cpSnapshot keeps of a file.
-type cpNode struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	size     int64
-	sum      [32]byte
-	link     string
-	mtime    time.Time
-}
-
-// cpSnapshot records every entry under root (root itself as "."): type
-// and mode, owner, size, contents, link target, modification time.
-func cpSnapshot(t testing.TB, root string) map[string]cpNode {
-	t.Helper()
-	out := map[string]cpNode{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		n := cpNode{mode: fi.Mode(), uid: st.Uid, gid: st.Gid, size: fi.Size(), mtime: fi.ModTime()}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			n.link, err = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			var b []byte
-			b, err = os.ReadFile(p)
-			n.sum = sha256.Sum256(b)
-		case fi.IsDir():
-			n.size = 0
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[rel] = n
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// cpSame fails unless the snapshots are equal; rootMtime says whether the
-// root's own time must be too (a temporary entry created and removed in
-// it changes it).
-func cpSame(t testing.TB, before, after map[string]cpNode, rootMtime bool) {
-	t.Helper()
-	for name, b := range before {
-		a, ok := after[name]
-		if name == "." && !rootMtime {
-			a.mtime = b.mtime
-		}
-		switch {
-		case !ok:
-			t.Errorf("%s: gone", name)
-		case a != b:
-			t.Errorf("%s: changed: %+v, was %+v", name, a, b)
-		}
-	}
-	for name := range after {
-		if _, ok := before[name]; !ok {
-			t.Errorf("%s: appeared", name)
-		}
-	}
-}
-
-// cpHome is a home-like directory: .bashrc, .ssh (0700) with
-// authorized_keys, a project, all with old times.
-func cpHome(t testing.TB) string {
-	t.Helper()
-	home := filepath.Join(t.TempDir(), "home")
-	for _, d := range []struct {
-		p    string
-		mode fs.FileMode
-	}{{home, 0o755}, {filepath.Join(home, ".ssh"), 0o700}, {filepath.Join(home, "src"), 0o750}} {
-		if err := os.Mkdir(d.p, d.mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(d.p, d.mode)
-	}
-	for _, f := range []struct {
-		p, body string
-		mode    fs.FileMode
-	}{{".bashrc", "alias ls='ls -F'\n", 0o644}, {".ssh/authorized_keys", "ssh-ed25519 AAAA mine\n", 0o600}, {"src/main.go", "package main\n", 0o640}} {
-		p := filepath.Join(home, f.p)
-		if err := os.WriteFile(p, []byte(f.body), f.mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chtimes(p, cpT0, cpT0)
-	}
-	for _, d := range []string{"src", ".ssh", "."} {
-		os.Chtimes(filepath.Join(home, d), cpT0, cpT0)
-	}
-	return home
-}
 
 // tarOf builds an archive; a regular file's body is its Linkname. A
 // header with Size set and no body declares data that does not follow.
@@ -252,8 +150,8 @@ func TestCopyFromHostileGuest(t *testing.T) {
 				tc.send(st)
 				waitClosed(st)
 			})
-			home := cpHome(t)
-			before := cpSnapshot(t, home)
+			home := treetest.HomeLike(t)
+			before := treetest.Snapshot(t, home)
 			start := time.Now()
 			err := c.CopyFrom(testContext(t, 30*time.Second), "/var/log/messages", home, tc.limits)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -265,7 +163,7 @@ func TestCopyFromHostileGuest(t *testing.T) {
 			if d := time.Since(start); d > 10*time.Second {
 				t.Errorf("took %v", d)
 			}
-			cpSame(t, before, cpSnapshot(t, home), tc.rootMtime)
+			treetest.Same(t, before, treetest.Snapshot(t, home), tc.rootMtime)
 		})
 	}
 }
@@ -293,10 +191,10 @@ func TestCopyToSilentGuest(t *testing.T) {
 		{"no answer", small, func(st net.Conn) {}, agent.CopyLimits{StartTimeout: 200 * time.Millisecond},
 			"agent: put: the guest agent did not answer the request within 200ms; raise the bound with agent.CopyLimits.StartTimeout"},
 		{"takes nothing", big, func(st net.Conn) {
-			wire.NewWriter(st).Write(wire.FrameStarted, wire.EncodeCount(0))
+			wire.NewWriter(st).Write(wire.FrameStarted, wire.EncodeStarted(0))
 		}, agent.CopyLimits{IdleTimeout: 300 * time.Millisecond}, "agent: put: the guest agent took none of the archive for 300ms"},
 		{"never confirms", small, func(st net.Conn) {
-			wire.NewWriter(st).Write(wire.FrameStarted, wire.EncodeCount(0))
+			wire.NewWriter(st).Write(wire.FrameStarted, wire.EncodeStarted(0))
 			r := wire.NewReader(st)
 			for {
 				f, err := r.Next()

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent/wire"
@@ -59,10 +60,15 @@ type Command struct {
 // wait for that Read: the goroutine doing it ends when the Read returns,
 // and what it read is dropped. That is the only goroutine Exec may leave.
 //
-// Stdout and Stderr get the output as it comes (nil discards it); a
-// Write that fails ends the command and Exec returns that error. They must
-// not block forever. Resize changes the terminal size (TTY only); Signal
-// delivers Linux signal numbers (1-64) to the command's process group.
+// Stdout and Stderr get the output as it comes (nil discards it). A Write
+// that fails because its reader went away (syscall.EPIPE, io.ErrClosedPipe)
+// is the reader's choice, as in a shell pipeline: the guest closes that
+// output of the command, which gets EPIPE (SIGPIPE) there as it would
+// locally, the other output goes on, and Exec returns the command's
+// status. A Write that fails otherwise ends the command, and Exec returns
+// that error. They must not block forever. Resize changes the terminal
+// size (TTY only); Signal delivers Linux signal numbers (1-64) to the
+// command's process group.
 type Stdio struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
@@ -91,7 +97,16 @@ func (cmd *Command) request(stdin bool) (*wire.Request, error) {
 //
 // When ctx ends while the command runs, the guest ends it (SIGTERM, then
 // SIGKILL after cmd.KillGrace); Exec waits for that up to the grace and 2
-// s more, then returns ctx.Err(). The session stays usable.
+// s more, then returns ctx.Err(). The session stays usable. When the
+// session ends first, Exec returns its *SessionError (ErrAgentGone,
+// ErrAgentRestarted, ErrAgentSilent; ErrVMEnded or ErrLinkClosed when the
+// VM or the link ended), which also matches ErrStatusUnknown when the
+// command had started.
+//
+// The command's standard input, when there is one, goes on a stream of its
+// own (docs/protocol.md, "exec"), opened once Stdin has given data, so that
+// signals, resizes and the end of the command are never held up behind
+// input the command does not read.
 //
 // Exec returns once every goroutine it started has ended (but see Stdio
 // about a Stdin that cannot be interrupted).
@@ -110,11 +125,11 @@ func (c *Client) Exec(ctx context.Context, cmd Command, stdio Stdio) (int, error
 	defer k.conn.Close()
 	x := &execCall{
 		call:    k,
+		client:  c,
 		cmd:     &cmd,
 		stdio:   stdio,
 		grace:   req.Exec.KillGrace(),
 		control: newControlQueue(),
-		credit:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
 	if x.stdio.Stdout == nil {
@@ -128,17 +143,20 @@ func (c *Client) Exec(ctx context.Context, cmd Command, stdio Stdio) (int, error
 
 type execCall struct {
 	*call
+	client  *Client
 	cmd     *Command
 	stdio   Stdio
 	grace   time.Duration
 	control *controlQueue
+	id      uint32 // the guest's id of the command, for its stdin stream
 
-	window      int
-	unacked     atomic.Int64  // stdin bytes sent and not acknowledged
-	credit      chan struct{} // a stdin-ack came
 	done        chan struct{} // closed once the exit status (or the end) is in
 	outputErr   error         // set by readFrames before it returns
 	interrupted bool          // Stdin's Read was stopped with a deadline
+
+	stdinMu     sync.Mutex
+	stdinConn   net.Conn // the stdin stream, once opened
+	stdinClosed bool     // run no longer lets one open
 }
 
 type execResult struct {
@@ -146,11 +164,15 @@ type execResult struct {
 	err    error
 }
 
-// stdinChunk is a piece of stdin, or its end.
+// stdinChunk is a piece of stdin (in buf[wire.HeaderSize:]), or its end.
 type stdinChunk struct {
-	data []byte
-	eof  bool
+	buf []byte
+	eof bool
 }
+
+// stdinBuffers is how many buffers Stdin is read into: one being read,
+// one being sent.
+const stdinBuffers = 2
 
 func (x *execCall) run(ctx context.Context) (int, error) {
 	// Until the command has started, ctx's end simply closes the stream:
@@ -168,7 +190,7 @@ func (x *execCall) run(ctx context.Context) (int, error) {
 	x.conn.SetDeadline(time.Time{})
 	switch f.Type {
 	case wire.FrameStarted:
-		if x.window, err = wire.DecodeStarted(f.Payload, x.stdio.Stdin != nil); err != nil {
+		if x.id, err = wire.DecodeStarted(f.Payload, true); err != nil {
 			return -1, fmt.Errorf("agent: exec: %v", err)
 		}
 	case wire.FrameError:
@@ -183,7 +205,8 @@ func (x *execCall) run(ctx context.Context) (int, error) {
 	}
 
 	results := make(chan execResult, 1)
-	stdinCh := make(chan stdinChunk)
+	chunks := make(chan stdinChunk)
+	free := make(chan []byte, stdinBuffers)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -192,11 +215,19 @@ func (x *execCall) run(ctx context.Context) (int, error) {
 	}()
 	go func() {
 		defer wg.Done()
-		x.send(stdinCh)
+		x.sendControl()
 	}()
 	stdinResult := make(chan error, 1)
 	if x.stdio.Stdin != nil {
-		go func() { stdinResult <- x.readStdin(stdinCh) }()
+		for range stdinBuffers {
+			free <- make([]byte, wire.HeaderSize+wire.MaxData)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x.sendStdin(ctx, chunks, free)
+		}()
+		go func() { stdinResult <- x.readStdin(chunks, free) }()
 	} else {
 		stdinResult <- nil
 	}
@@ -241,6 +272,7 @@ wait:
 	}
 	close(x.done)
 	x.conn.SetWriteDeadline(time.Now())
+	x.closeStdinStream()
 	wg.Wait()
 	var stdinErr error
 	if x.stopStdin() {
@@ -260,6 +292,9 @@ wait:
 		return -1, ctx.Err()
 	}
 	if res.err != nil {
+		if SessionEndOf(res.err) != "" && !errors.Is(res.err, ErrStatusUnknown) {
+			return -1, &statusUnknown{res.err}
+		}
 		return res.status, res.err
 	}
 	if x.outputErr != nil {
@@ -271,43 +306,71 @@ wait:
 	return res.status, nil
 }
 
+// ErrStatusUnknown: the command started, but its session ended (the VM
+// ended, the agent stopped or restarted) before its exit status came;
+// what the command did is unknown. Exec's error then also matches the
+// session's end (ErrAgentGone, ErrVMEnded, ...).
+var ErrStatusUnknown = errors.New("the command's exit status is unknown")
+
+type statusUnknown struct{ err error }
+
+func (e *statusUnknown) Error() string {
+	if errors.Is(e.err, errStreamClosed) {
+		return e.err.Error()
+	}
+	return e.err.Error() + "; the command's exit status is unknown"
+}
+
+var errStreamClosed = errors.New("agent: exec: the stream closed before the command's exit status came (the guest agent or the VM ended)")
+
+func (e *statusUnknown) Unwrap() []error { return []error{ErrStatusUnknown, e.err} }
+
+// readerGone says whether a write failed because its reader went away (a
+// closed pipe), which is the reader's choice rather than a failure.
+func readerGone(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)
+}
+
 // readFrames reads the guest's frames until the exit status.
 func (x *execCall) readFrames() execResult {
 	fail := func(err error) execResult {
 		return execResult{-1, x.fail(context.Background(), "the exit status", err)}
 	}
+	var closed [3]bool // by output: its reader went away
 	for {
 		f, err := x.r.Next()
+		if err == io.EOF {
+			// No exit status will come: the agent, or the host between
+			// (a control socket whose VM is ending), went away.
+			return execResult{-1, &statusUnknown{errStreamClosed}}
+		}
 		if err != nil {
 			return fail(err)
 		}
 		switch f.Type {
 		case wire.FrameStdout, wire.FrameStderr:
-			if x.outputErr != nil {
-				continue
-			}
-			w := x.stdio.Stdout
+			out, w := wire.OutputStdout, x.stdio.Stdout
 			if f.Type == wire.FrameStderr {
 				if x.cmd.TTY {
 					return execResult{-1, errors.New("agent: stream: unexpected stderr frame from a command on a terminal")}
 				}
-				w = x.stdio.Stderr
+				out, w = wire.OutputStderr, x.stdio.Stderr
+			}
+			if x.outputErr != nil || closed[out] {
+				continue
 			}
 			if _, err := w.Write(f.Payload); err != nil {
-				// Like a shell pipeline's reader going away: the command
-				// is ended; its remaining output is dropped.
+				if readerGone(err) {
+					// Like a shell pipeline's reader going away: the
+					// command's next write there fails, as it would
+					// locally; what is on its way is dropped.
+					closed[out] = true
+					x.control.push(wire.FrameCloseOutput, []byte{byte(out)})
+					continue
+				}
+				// The command is ended; its remaining output is dropped.
 				x.outputErr = err
 				x.control.push(wire.FrameKill, nil)
-			}
-		case wire.FrameStdinAck:
-			n, err := wire.DecodeAck(f.Payload, int(x.unacked.Load()))
-			if err != nil {
-				return execResult{-1, fmt.Errorf("agent: exec: %v", err)}
-			}
-			x.unacked.Add(-int64(n))
-			select {
-			case x.credit <- struct{}{}:
-			default:
 			}
 		case wire.FrameExit:
 			e, err := wire.DecodeExit(f.Payload)
@@ -323,14 +386,9 @@ func (x *execCall) readFrames() execResult {
 	}
 }
 
-// send writes the host's frames: control frames (kill, signal, resize)
-// first, then stdin data as the guest's stdin window allows.
-func (x *execCall) send(stdinCh <-chan stdinChunk) {
-	var pending *stdinChunk
-	in := stdinCh
-	if x.stdio.Stdin == nil {
-		in = nil
-	}
+// sendControl writes the control frames (kill, signal, resize, the end of
+// stdin, an output closed) on the command's stream as they come.
+func (x *execCall) sendControl() {
 	for {
 		// A failed write means the stream is broken; readFrames sees that.
 		if t, p, ok := x.control.pop(); ok {
@@ -339,47 +397,99 @@ func (x *execCall) send(stdinCh <-chan stdinChunk) {
 			}
 			continue
 		}
-		if pending != nil {
-			switch {
-			case pending.eof:
-				if x.w.Write(wire.FrameStdinEOF, nil) != nil {
-					return
-				}
-				pending, in = nil, nil
-				continue
-			case int64(len(pending.data))+x.unacked.Load() <= int64(x.window):
-				x.unacked.Add(int64(len(pending.data)))
-				if x.w.Write(wire.FrameStdin, pending.data) != nil {
-					return
-				}
-				pending = nil
-				continue
-			}
-		}
-		var next <-chan stdinChunk
-		if pending == nil {
-			next = in
-		}
 		select {
 		case <-x.control.ready:
-		case <-x.credit:
-		case c := <-next:
-			pending = &c
 		case <-x.done:
 			return
 		}
 	}
 }
 
-// readStdin reads Stdin in chunks for send until its end, and returns
-// the error that ended it (nil for io.EOF or the end of the command).
-func (x *execCall) readStdin(out chan<- stdinChunk) error {
+// sendStdin sends what readStdin read on the command's stdin stream,
+// opened with the first data; input that ends before any data is a
+// close-stdin frame instead. It stops when the command ends or the stream
+// breaks (the guest stops taking input when the command has ended).
+func (x *execCall) sendStdin(ctx context.Context, chunks <-chan stdinChunk, free chan<- []byte) {
+	var w *wire.Writer
 	for {
-		buf := make([]byte, wire.MaxData)
-		n, err := x.stdio.Stdin.Read(buf)
+		var c stdinChunk
+		select {
+		case c = <-chunks:
+		case <-x.done:
+			return
+		}
+		if c.eof {
+			if w == nil {
+				x.control.push(wire.FrameCloseStdin, nil)
+			} else {
+				w.Write(wire.FrameStdinEOF, nil)
+			}
+			return
+		}
+		if w == nil {
+			if w = x.openStdin(ctx); w == nil {
+				return
+			}
+		}
+		if w.WriteData(wire.FrameStdin, c.buf) != nil {
+			return
+		}
+		free <- c.buf[:cap(c.buf)]
+	}
+}
+
+// openStdin opens the command's stdin stream; nil when it cannot (the
+// command has ended, or the session: the command's stream says which).
+func (x *execCall) openStdin(ctx context.Context) *wire.Writer {
+	req, err := wire.EncodeRequest(&wire.Request{Version: wire.Version, Op: wire.OpStdin, Stdin: &wire.StdinRequest{Exec: x.id}})
+	if err != nil {
+		return nil
+	}
+	conn, err := x.client.dial(ctx)
+	if err != nil {
+		return nil
+	}
+	x.stdinMu.Lock()
+	if x.stdinClosed {
+		x.stdinMu.Unlock()
+		conn.Close()
+		return nil
+	}
+	x.stdinConn = conn
+	x.stdinMu.Unlock()
+	w := wire.NewWriter(conn)
+	if w.Write(wire.FrameRequest, req) != nil {
+		return nil
+	}
+	return w
+}
+
+// closeStdinStream closes the stdin stream, which stops a write to it
+// that waits for the guest, and keeps one from being opened.
+func (x *execCall) closeStdinStream() {
+	x.stdinMu.Lock()
+	defer x.stdinMu.Unlock()
+	x.stdinClosed = true
+	if x.stdinConn != nil {
+		x.stdinConn.SetWriteDeadline(time.Now())
+		x.stdinConn.Close()
+	}
+}
+
+// readStdin reads Stdin in chunks for sendStdin until its end, and returns
+// the error that ended it (nil for io.EOF or the end of the command).
+func (x *execCall) readStdin(out chan<- stdinChunk, free <-chan []byte) error {
+	for {
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-x.done:
+			return nil
+		}
+		n, err := x.stdio.Stdin.Read(buf[wire.HeaderSize:])
 		if n > 0 {
 			select {
-			case out <- stdinChunk{data: buf[:n]}:
+			case out <- stdinChunk{buf: buf[:wire.HeaderSize+n]}:
 			case <-x.done:
 				return nil
 			}
@@ -426,8 +536,8 @@ func (x *execCall) clearStdinDeadline() {
 	}
 }
 
-// controlQueue holds control frames for send; a newer resize replaces one
-// not yet sent.
+// controlQueue holds control frames for sendControl; a newer resize
+// replaces one not yet sent, and kill and each close are sent once.
 type controlQueue struct {
 	mu     sync.Mutex
 	frames []wire.Frame
@@ -440,7 +550,7 @@ func (q *controlQueue) push(t wire.FrameType, p []byte) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i, f := range q.frames {
-		if f.Type == t && (t == wire.FrameResize || t == wire.FrameKill) {
+		if f.Type == t && (t == wire.FrameResize || t == wire.FrameKill || t == wire.FrameCloseStdin) {
 			q.frames[i].Payload = p
 			return
 		}

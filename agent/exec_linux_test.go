@@ -534,6 +534,53 @@ func TestOutputWriteFailureEndsTheCommand(t *testing.T) {
 	}
 }
 
+// TestReaderGoneIsTheReadersChoice: output whose reader went away (a
+// closed pipe: EPIPE, io.ErrClosedPipe) is not an error, as in a shell
+// pipeline: the command gets EPIPE (SIGPIPE) in the guest as it would
+// locally, its other output goes on, and its status is what Exec returns.
+func TestReaderGoneIsTheReadersChoice(t *testing.T) {
+	checkGoroutines(t)
+	p := newPair(t, guest.Options{})
+	// stdout into a pipe whose reader takes 10 bytes and closes it, as
+	// "| head -c 10" does.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	read := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, 10)
+		n, _ := io.ReadFull(r, b)
+		r.Close()
+		read <- b[:n]
+	}()
+	var errb bytes.Buffer
+	start := time.Now()
+	st, err := p.client.Exec(testContext(t, time.Minute), agent.Command{
+		Shell: `head -c 50000000 /dev/zero; echo "head: $?" >&2; echo end >&2`,
+	}, agent.Stdio{Stdout: w, Stderr: &errb})
+	if err != nil || st != 0 || errb.String() != "head: 141\nend\n" {
+		t.Fatalf("status %d, err %v, stderr %q; want 0, nil and head killed by SIGPIPE (141)", st, err, errb.String())
+	}
+	if b := <-read; len(b) != 10 {
+		t.Fatalf("the reader got %d bytes", len(b))
+	}
+	t.Logf("took %v", time.Since(start))
+
+	// stderr into an io.Pipe whose reader has gone: the shell writing there
+	// dies of SIGPIPE; its stdout came whole.
+	pr, pw := io.Pipe()
+	pr.Close()
+	var out bytes.Buffer
+	st, err = p.client.Exec(testContext(t, time.Minute), agent.Command{
+		Shell: `echo out; while :; do echo err >&2; done`,
+	}, agent.Stdio{Stdout: &out, Stderr: pw})
+	if err != nil || st != 141 || out.String() != "out\n" {
+		t.Fatalf("status %d, err %v, stdout %q; want 141 (SIGPIPE), nil, \"out\"", st, err, out.String())
+	}
+}
+
 func TestPowerOffAnswersFirst(t *testing.T) {
 	checkGoroutines(t)
 	called := make(chan struct{}, 1)

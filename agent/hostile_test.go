@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/sonix-run/sonix-run/agent"
+	"github.com/sonix-run/sonix-run/agent/transport"
 	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
@@ -27,13 +28,13 @@ import (
 // acknowledgement of that preamble.
 func handshake(t testing.TB, conn net.Conn) {
 	t.Helper()
-	id := wire.NewSessionID()
+	id := transport.NewSessionID()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	defer conn.SetDeadline(time.Time{})
-	if _, err := conn.Write(wire.AgentPreamble(id)); err != nil {
+	if _, err := conn.Write(transport.AgentPreamble(id)); err != nil {
 		t.Fatal(err)
 	}
-	want := wire.HostAck(id)
+	want := transport.HostAck(id)
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("the host answered %q (%v), want %q", got, err, want)
@@ -47,7 +48,7 @@ func fakeGuest(t *testing.T, handle func(st net.Conn, req *wire.Request)) (*agen
 	hostConn, guestConn := net.Pipe()
 	l := agent.NewLink(hostConn, agent.LinkOptions{})
 	handshake(t, guestConn)
-	ys, err := yamux.Server(guestConn, wire.YamuxConfig())
+	ys, err := yamux.Server(guestConn, transport.YamuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,46 +116,46 @@ func TestHostileGuestExec(t *testing.T) {
 		want  string
 	}{
 		{"frame over the bound", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
-			rawHeader(st, wire.FrameStdout, 70000)
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
+			rawHeader(st, wire.FrameStdout, wire.MaxData+1)
 			st.Write(make([]byte, 1000))
-		}, false, "agent: stream: stdout frame of 70000 bytes exceeds the 65536-byte bound"},
+		}, false, "agent: stream: stdout frame of 262145 bytes exceeds the 262144-byte bound"},
 		{"a 4 GiB frame", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			rawHeader(st, wire.FrameStderr, 1<<32-1)
-		}, false, "agent: stream: stderr frame of 4294967295 bytes exceeds the 65536-byte bound"},
+		}, false, "agent: stream: stderr frame of 4294967295 bytes exceeds the 262144-byte bound"},
 		{"unknown frame type", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, 9, []byte("x"))
 		}, false, "agent: stream: frame type 9 unknown"},
 		{"exit status 256", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameExit, exitPayload(256, 0))
 		}, false, "agent: exec: exit status 256 out of range 0-255"},
 		{"exit status -1", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameExit, exitPayload(-1, 0))
 		}, false, "agent: exec: exit status -1 out of range 0-255"},
 		{"huge exit status", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameExit, exitPayload(1<<31-1, 0))
 		}, false, "agent: exec: exit status 2147483647 out of range 0-255"},
 		{"signal that does not match the status", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameExit, exitPayload(130, 9))
 		}, false, "exit status 130 for signal 9: it must be 137"},
 		{"exit frame of the wrong size", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameExit, []byte{0, 0, 0, 0})
 		}, false, "agent: stream: exit frame of 4 bytes: it must have 5"},
 		{"stream closed mid-command", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameStdout, []byte("partial"))
-		}, false, "agent: exec: the guest closed the stream before the exit status"},
+		}, false, "agent: exec: the stream closed before the command's exit status came"},
 		{"stream closed before starting", func(st net.Conn) {}, false,
 			"agent: exec: the guest closed the stream before starting the command"},
 		{"stream cut inside a frame", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			rawHeader(st, wire.FrameStdout, 100)
 			st.Write([]byte("short"))
 		}, false, "agent: stream: the stream ended inside the stdout frame"},
@@ -167,18 +168,18 @@ func TestHostileGuestExec(t *testing.T) {
 		{"error frame with no message", func(st net.Conn) {
 			raw(st, wire.FrameError, []byte(`{"status":1,"message":""}`))
 		}, false, "error frame: the message must be"},
-		{"stdin window for a request without stdin", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(1<<20))
-		}, false, "stdin window 1048576 for a request without stdin"},
-		{"stdin window too large", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(1<<30))
-		}, true, "stdin window 1073741824 out of range"},
-		{"ack of bytes never sent", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(wire.StdinWindow))
-			raw(st, wire.FrameStdinAck, wire.EncodeCount(5))
-		}, true, "stdin-ack of 5 bytes, but 0 are unacknowledged"},
+		{"command id 0", func(st net.Conn) {
+			raw(st, wire.FrameStarted, wire.EncodeStarted(0))
+		}, false, "started frame: command id 0 for an exec"},
+		{"started frame of the wrong size", func(st net.Conn) {
+			raw(st, wire.FrameStarted, []byte{0, 0, 1})
+		}, true, "agent: stream: started frame of 3 bytes: it must have 4"},
+		{"a stdin-ack frame (protocol version 1)", func(st net.Conn) {
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
+			raw(st, 0x16, []byte{0, 0, 0, 5})
+		}, true, "agent: stream: frame type 22 unknown"},
 		{"a frame from the host's side", func(st net.Conn) {
-			raw(st, wire.FrameStarted, wire.EncodeCount(0))
+			raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 			raw(st, wire.FrameKill, nil)
 		}, false, "agent: stream: unexpected kill frame where output or the exit status was expected"},
 	} {
@@ -197,6 +198,11 @@ func TestHostileGuestExec(t *testing.T) {
 			_, err := c.Exec(testContext(t, 30*time.Second), agent.Command{Argv: []string{"x"}}, agent.Stdio{Stdin: stdin})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			// A started command whose stream closed has no status: the
+			// verbs' 123, not a failure.
+			if started := tc.name == "stream closed mid-command"; errors.Is(err, agent.ErrStatusUnknown) != started {
+				t.Errorf("errors.Is(err, ErrStatusUnknown) = %v, want %v", !started, started)
 			}
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("took %v", d)
@@ -243,7 +249,7 @@ func TestHostileGuestKilledCommandNeverExits(t *testing.T) {
 	// up after the grace and a little.
 	kill := make(chan struct{}, 1)
 	_, c := fakeGuest(t, func(st net.Conn, req *wire.Request) {
-		raw(st, wire.FrameStarted, wire.EncodeCount(0))
+		raw(st, wire.FrameStarted, wire.EncodeStarted(1))
 		r := wire.NewReader(st)
 		for {
 			f, err := r.Next()
@@ -309,9 +315,9 @@ func TestHostileGuestGarbage(t *testing.T) {
 			g[0] = 0x42 // not yamux's version 0
 			return g
 		}, `bytes where a yamux frame should start: "B`},
-		{"a preamble cut short", func() []byte { return []byte("SONIX-RUN-AGENT 1 12\n") }, "session id \"12\" is not 32 lowercase hex digits"},
+		{"a preamble cut short", func() []byte { return []byte("SONIX-RUN-AGENT 2 12\n") }, "session id \"12\" is not 32 lowercase hex digits"},
 		{"a line without end", func() []byte {
-			return append([]byte("SONIX-RUN-AGENT 1 "), bytes.Repeat([]byte("a"), 200)...)
+			return append([]byte("SONIX-RUN-AGENT 2 "), bytes.Repeat([]byte("a"), 200)...)
 		}, "a line longer than 128 bytes"},
 		{"an unknown frame type", func() []byte { return []byte{0, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0} }, "a frame of unknown type 7"},
 	} {
@@ -368,7 +374,7 @@ func TestHostileGuestOpensStream(t *testing.T) {
 	l := agent.NewLink(hostConn, agent.LinkOptions{})
 	defer l.Close()
 	handshake(t, guestConn)
-	ys, _ := yamux.Server(guestConn, wire.YamuxConfig())
+	ys, _ := yamux.Server(guestConn, transport.YamuxConfig())
 	defer ys.Close()
 	go func() {
 		if st, err := ys.OpenStream(); err == nil {
@@ -458,5 +464,21 @@ func TestHostileGuestArchive(t *testing.T) {
 				t.Fatal("a file was written outside the destination")
 			}
 		})
+	}
+}
+
+// TestHostileGuestClaimsSessionEnd: an error frame that says the session
+// ended (which only Proxy sends) is taken for what it says, its text made
+// safe for a terminal like any guest message.
+func TestHostileGuestClaimsSessionEnd(t *testing.T) {
+	checkGoroutines(t)
+	_, c := fakeGuest(t, func(st net.Conn, req *wire.Request) {
+		raw(st, wire.FrameError, wire.EncodeSessionError(wire.SessionAgentGone, "gone\x1b[2J\r\nfake prompt"))
+		waitClosed(st)
+	})
+	_, err := c.Exec(testContext(t, 10*time.Second), agent.Command{Argv: []string{"x"}}, agent.Stdio{})
+	var se *agent.SessionError
+	if !errors.As(err, &se) || !errors.Is(err, agent.ErrAgentGone) || strings.ContainsAny(err.Error(), "\x1b\r\n") {
+		t.Fatalf("err %q (%T)", err, err)
 	}
 }

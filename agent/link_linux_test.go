@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +38,9 @@ type portAgent struct {
 	// restartDelay is how long the agent's loop waits before opening the
 	// port again (systemd's RestartSec).
 	restartDelay time.Duration
+	// gate, when set, holds the agent's loop after a session has ended
+	// until the test sends on it: the agent stays dead.
+	gate chan struct{}
 
 	mu  sync.Mutex
 	end net.Conn // the agent's open end of the port
@@ -74,6 +79,13 @@ func (a *portAgent) serve(t *testing.T) {
 			a.mu.Unlock()
 			err = guest.Serve(ctx, end, guest.Options{Logf: a.log.logf})
 			a.log.logf("session ended: %v", err)
+			if a.gate != nil {
+				select {
+				case <-a.gate:
+				case <-ctx.Done():
+					return
+				}
+			}
 			if a.restartDelay > 0 {
 				t := time.NewTimer(a.restartDelay) // the restart delay is the point, not a wait for an event
 				select {
@@ -246,8 +258,8 @@ func TestLinkSkipsGarbageBeforePreamble(t *testing.T) {
 	binary.BigEndian.PutUint32(hdr[8:], 70000)
 	for _, g := range [][]byte{
 		hdr, bytes.Repeat([]byte{0xa5}, 1000),
-		[]byte("SONIX-RUN-AGENT 1 ab"),
-		[]byte("SONIX-RUN-AGENT 1 " + strings.Repeat("z", 32) + "\n"),
+		[]byte("SONIX-RUN-AGENT 2 ab"),
+		[]byte("SONIX-RUN-AGENT 2 " + strings.Repeat("z", 32) + "\n"),
 		[]byte("\x00SONIX-RUN-AGENT"),
 	} {
 		end.Write(g)
@@ -356,3 +368,190 @@ func TestLinkTornFrame(t *testing.T) {
 }
 
 var _ io.Reader = zeros{}
+
+// expectGone checks that every verb fails within 2 s, saying that the
+// agent's port closed, while the agent stays dead.
+func expectGone(t *testing.T, c *agent.Client) {
+	t.Helper()
+	src := t.TempDir()
+	for name, op := range map[string]func(ctx context.Context) error{
+		"hello": func(ctx context.Context) error { _, err := c.Hello(ctx); return err },
+		"exec": func(ctx context.Context) error {
+			_, err := c.Exec(ctx, agent.Command{Argv: []string{"true"}}, agent.Stdio{})
+			return err
+		},
+		"exec with stdin": func(ctx context.Context) error {
+			_, err := c.Exec(ctx, agent.Command{Argv: []string{"cat"}}, agent.Stdio{Stdin: strings.NewReader("x")})
+			return err
+		},
+		"cp to":    func(ctx context.Context) error { return c.CopyTo(ctx, src, "/tmp") },
+		"cp from":  func(ctx context.Context) error { return c.CopyFrom(ctx, "/etc/hostname", t.TempDir()) },
+		"poweroff": func(ctx context.Context) error { return c.PowerOff(ctx) },
+	} {
+		start := time.Now()
+		err := op(testContext(t, 30*time.Second))
+		d := time.Since(start)
+		if !errors.Is(err, agent.ErrAgentGone) || !strings.Contains(err.Error(), "agent: the guest agent's port closed") {
+			t.Errorf("%s: %v, want ErrAgentGone", name, err)
+		}
+		if d > 2*time.Second {
+			t.Errorf("%s answered after %v, want within 2 s", name, d)
+		}
+	}
+}
+
+// TestLinkAgentGone: with the port's events (as QEMU gives them), an
+// agent that dies, with a command running or none, fails that command at
+// once and every verb within 2 s while no agent runs; the next agent is
+// used as soon as it announces itself.
+func TestLinkAgentGone(t *testing.T) {
+	for _, running := range []bool{true, false} {
+		t.Run(fmt.Sprintf("running=%v", running), func(t *testing.T) {
+			checkGoroutines(t)
+			a := newPortAgent(t, agent.LinkOptions{})
+			opened := make(chan struct{}, 4)
+			a.port.Notify(func(open bool) {
+				a.link.PortOpen(open)
+				if open {
+					opened <- struct{}{}
+				}
+			})
+			a.gate = make(chan struct{})
+			a.serve(t)
+			echo(t, a.client, "first")
+			var done <-chan error
+			if running {
+				started := newSignalWriter(len("started\n"))
+				done = startExec(a.client, agent.Command{Shell: "echo started; exec sleep 60"}, agent.Stdio{Stdout: started})
+				<-started.reached
+			}
+			a.kill()
+			if running {
+				expectErr(t, done, 2*time.Second, agent.ErrAgentGone, "agent: the guest agent's port closed")
+			}
+			expectGone(t, a.client)
+			<-opened // the first agent's
+			a.gate <- struct{}{}
+			<-opened // the next agent opens the port
+			start := time.Now()
+			echo(t, a.client, "second")
+			t.Logf("the next agent answered after %v", time.Since(start))
+			if err := a.link.Err(); err != nil {
+				t.Fatalf("the link ended: %v", err)
+			}
+		})
+	}
+}
+
+// TestLinkLateCloseEvent: a close event that reaches the link after the
+// next agent's preamble (the events and the port's bytes come by
+// different ways) does not end the next agent's session; one that is
+// newer than the session does.
+func TestLinkLateCloseEvent(t *testing.T) {
+	checkGoroutines(t)
+	a := newPortAgent(t, agent.LinkOptions{})
+	a.serve(t)
+	before := time.Now()
+	echo(t, a.client, "first")
+	a.link.PortOpenAt(false, before)
+	echo(t, a.client, "still")
+	if n := strings.Count(a.linkLog.String(), "agent: session "); n != 1 {
+		t.Errorf("%d sessions, want 1:\n%s", n, a.linkLog)
+	}
+	a.link.PortOpen(false)
+	started := time.Now()
+	_, err := a.client.Hello(testContext(t, 30*time.Second))
+	if err == nil {
+		// The agent, still there, took the resync line and came back.
+		t.Logf("hello after a close event for a live agent: a new session after %v", time.Since(started))
+	} else if !errors.Is(err, agent.ErrAgentGone) {
+		t.Fatalf("hello after the close event: %v", err)
+	}
+	echo(t, a.client, "again")
+	if strings.Count(a.linkLog.String(), "agent: session ") != 2 || !strings.Contains(a.log.String(), "session ended: "+guest.ErrHostResync.Error()) {
+		t.Errorf("want a second session after the resync line; link log:\n%s\nguest log:\n%s", a.linkLog, a.log)
+	}
+}
+
+// TestLinkVMEnds: the port's connection ending in the middle of a command
+// (QEMU exited: the VM ended) fails it at once with an error that says so
+// (ErrVMEnded), which launchers tell apart from the agent's failures.
+func TestLinkVMEnds(t *testing.T) {
+	checkGoroutines(t)
+	a := newPortAgent(t, agent.LinkOptions{})
+	a.serve(t)
+	started := newSignalWriter(len("started\n"))
+	done := startExec(a.client, agent.Command{Shell: "echo started; exec sleep 60"}, agent.Stdio{Stdout: started})
+	<-started.reached
+	a.port.Close()
+	expectErr(t, done, 2*time.Second, agent.ErrVMEnded, "agent: the agent's port closed (the VM ended)")
+	if _, err := a.client.Hello(testContext(t, 10*time.Second)); !errors.Is(err, agent.ErrVMEnded) {
+		t.Fatalf("hello after the end: %v", err)
+	}
+}
+
+// proxied is a Client whose streams go through Proxy, as sonix-run's
+// control socket passes them.
+func proxied(t *testing.T, l *agent.Link) *agent.Client {
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	return agent.NewClient(func(ctx context.Context) (net.Conn, error) {
+		stream, err := l.Dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		client, end := unixPair(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			agent.Proxy(end, stream)
+		}()
+		return client, nil
+	})
+}
+
+// unixPair is a connected pair of Unix sockets, as the control socket's
+// (net.Pipe has no half-close, which Proxy relies on).
+func unixPair(t *testing.T) (net.Conn, net.Conn) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1]
+}
+
+// TestProxyAgentGone: through Proxy (sonix-run's control socket), an
+// operation whose agent dies fails within 2 s with the same error as on
+// the link itself; and everything else works as directly.
+func TestProxyAgentGone(t *testing.T) {
+	checkGoroutines(t)
+	a := newPortAgent(t, agent.LinkOptions{})
+	a.port.Notify(a.link.PortOpen)
+	a.gate = make(chan struct{})
+	a.serve(t)
+	c := proxied(t, a.link)
+	echo(t, c, "through the proxy")
+	data := randomBytes(3<<20, 5)
+	got := newSignalWriter(len(data))
+	got.keep = true
+	st, err := c.Exec(testContext(t, time.Minute), agent.Command{Argv: []string{"cat"}}, agent.Stdio{Stdin: bytes.NewReader(data), Stdout: got})
+	if err != nil || st != 0 || !bytes.Equal(got.sum, data) {
+		t.Fatalf("cat through the proxy: status %d, %v, %d bytes", st, err, len(got.sum))
+	}
+	started := newSignalWriter(len("started\n"))
+	done := startExec(c, agent.Command{Shell: "echo started; exec sleep 60"}, agent.Stdio{Stdout: started})
+	<-started.reached
+	a.kill()
+	expectErr(t, done, 2*time.Second, agent.ErrAgentGone, "agent: the guest agent's port closed")
+	close(a.gate)
+}

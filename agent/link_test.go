@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sonix-run/sonix-run/agent"
-	"github.com/sonix-run/sonix-run/agent/wire"
+	"github.com/sonix-run/sonix-run/agent/transport"
 )
 
 // expectSilence checks that nothing arrives on conn for d.
@@ -62,10 +62,10 @@ func TestLinkWaitsForPreamble(t *testing.T) {
 	// preamble.
 	garbage := [][]byte{
 		{0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0x10, 0},                                // a data frame's header, its body never comes
-		[]byte("SONIX-RUN-AGENT 1 ab"),                                         // cut short, no newline
-		[]byte("\x00\xffSONIX-RUN-AGENT 1 0123456789abcdef0123456789ABCDEF\n"), // upper case id
-		[]byte("SONIX-RUN-AGENT 01 " + wire.NewSessionID() + "\n"),             // a leading zero
-		[]byte("SONIX-RUN-AGENT 1 " + wire.NewSessionID() + " extra\n"),
+		[]byte("SONIX-RUN-AGENT 2 ab"),                                         // cut short, no newline
+		[]byte("\x00\xffSONIX-RUN-AGENT 2 0123456789abcdef0123456789ABCDEF\n"), // upper case id
+		[]byte("SONIX-RUN-AGENT 01 " + transport.NewSessionID() + "\n"),        // a leading zero
+		[]byte("SONIX-RUN-AGENT 2 " + transport.NewSessionID() + " extra\n"),
 		[]byte("SONIX-RUN-AGEN"), // a magic cut short
 		bytes.Repeat([]byte{'S'}, 5000),
 	}
@@ -82,12 +82,12 @@ func TestLinkWaitsForPreamble(t *testing.T) {
 		_, err := c.Hello(ctx)
 		helloDone <- err
 	}()
-	id := wire.NewSessionID()
+	id := transport.NewSessionID()
 	// The preamble split across writes.
-	pre := wire.AgentPreamble(id)
+	pre := transport.AgentPreamble(id)
 	guestConn.Write(pre[:7])
 	guestConn.Write(pre[7:])
-	readExactly(t, guestConn, wire.HostAck(id))
+	readExactly(t, guestConn, transport.HostAck(id))
 	// Then yamux: the waiting hello's stream opens (a window update with
 	// SYN, version 0).
 	readExactly(t, guestConn, []byte{0, 1, 0, 1})
@@ -108,7 +108,7 @@ func TestLinkVersionMismatch(t *testing.T) {
 	l := agent.NewLink(hostConn, agent.LinkOptions{})
 	defer l.Close()
 	c := agent.NewClient(l.Dial)
-	if _, err := guestConn.Write([]byte("SONIX-RUN-AGENT 2 whatever a later version says\n")); err != nil {
+	if _, err := guestConn.Write([]byte("SONIX-RUN-AGENT 3 whatever a later version says\n")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -117,7 +117,7 @@ func TestLinkVersionMismatch(t *testing.T) {
 		_, err := c.Hello(ctx)
 		cancel()
 		if errors.Is(err, agent.ErrVersion) {
-			if want := "agent: the guest agent speaks protocol version 2; this host speaks 1"; !strings.HasPrefix(err.Error(), want) {
+			if want := "agent: the guest agent speaks protocol version 3; this host speaks 2"; !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("error %q, want it to start %q", err, want)
 			}
 			break
@@ -131,9 +131,9 @@ func TestLinkVersionMismatch(t *testing.T) {
 	if l.Err() != nil {
 		t.Fatalf("the link ended: %v", l.Err())
 	}
-	id := wire.NewSessionID()
-	guestConn.Write(wire.AgentPreamble(id))
-	readExactly(t, guestConn, wire.HostAck(id))
+	id := transport.NewSessionID()
+	guestConn.Write(transport.AgentPreamble(id))
+	readExactly(t, guestConn, transport.HostAck(id))
 	helloDone := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

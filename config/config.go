@@ -81,7 +81,7 @@ type Config struct {
 	Name string
 
 	// Command, when set, is run in the guest through its agent
-	// (docs/harness.md); the run's result is then the command's status, the
+	// (docs/protocol.md); the run's result is then the command's status, the
 	// console goes only to ConsoleLog (and Stderr with Verbose), and a Stdin
 	// that is not a terminal is the command's stdin.
 	Command *Command

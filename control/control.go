@@ -6,7 +6,7 @@
 //
 // A connection starts with one JSON request line and gets one JSON reply
 // line; for "agent" the connection then becomes one stream of the guest
-// agent's protocol (docs/harness.md), spliced onto the VM's agent session,
+// agent's protocol (docs/protocol.md), spliced onto the VM's agent session,
 // so `sonix-run exec` speaks to the guest exactly as the supervisor does.
 // The socket is 0600 in a private run directory (package rundir), and each
 // end checks that the other runs as the same user.
@@ -49,9 +49,13 @@ type Request struct {
 
 // Reply is the server's answer to a Request.
 type Reply struct {
-	OK    bool          `json:"ok"`
-	Error string        `json:"error,omitempty"`
-	Owner *rundir.Owner `json:"owner,omitempty"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Session, with Error, says that there is no session with the guest
+	// agent to serve the request, and how the last one ended (a
+	// wire.Session value, agent.SessionEndOf).
+	Session string        `json:"session,omitempty"`
+	Owner   *rundir.Owner `json:"owner,omitempty"`
 }
 
 // Listen listens on path, 0600 whatever the umask (in a private run
@@ -70,8 +74,9 @@ func Listen(path string) (net.Listener, error) {
 
 // ReadRequest checks who connected (the same uid as this process, root
 // included only when this process is root's) and reads the request line
-// within timeout. The reader holds what the client sent after the line.
-func ReadRequest(c net.Conn, timeout time.Duration) (Request, *bufio.Reader, error) {
+// within timeout. The reader gives all that the client sends after the
+// line: what was read ahead, then the connection's.
+func ReadRequest(c net.Conn, timeout time.Duration) (Request, io.Reader, error) {
 	var req Request
 	if err := checkPeer(c); err != nil {
 		return req, nil, err
@@ -86,7 +91,8 @@ func ReadRequest(c net.Conn, timeout time.Duration) (Request, *bufio.Reader, err
 	if err := json.Unmarshal(line, &req); err != nil {
 		return req, nil, errors.New("malformed request")
 	}
-	return req, r, nil
+	// r reads only up to MaxRequest bytes of c: the rest comes from c.
+	return req, io.MultiReader(r, c), nil
 }
 
 // WriteReply writes one reply line.
@@ -205,6 +211,9 @@ func (v *VM) dial(ctx context.Context, req Request) (net.Conn, *bufio.Reader, er
 		c.Close()
 		if rep.Error == "" {
 			rep.Error = "malformed reply"
+		}
+		if rep.Session != "" {
+			return nil, nil, fmt.Errorf("VM %q: %w", v.Owner.Name, agent.SessionEnded(rep.Session, rep.Error))
 		}
 		return nil, nil, fmt.Errorf("VM %q: %s", v.Owner.Name, rep.Error)
 	}

@@ -159,7 +159,7 @@ func TestReadRequest(t *testing.T) {
 	go func() {
 		c, err := net.Dial("unix", filepath.Join(dir, "s"))
 		if err == nil {
-			io.WriteString(c, `{"op":"forward","forward":{"Proto":"tcp","HostPort":1,"GuestPort":2}}`+"\nrest")
+			io.WriteString(c, `{"op":"forward","forward":{"Proto":"tcp","HostPort":1,"GuestPort":2}}`+"\n"+strings.Repeat("rest", MaxRequest))
 			c.Close()
 		}
 	}()
@@ -172,8 +172,9 @@ func TestReadRequest(t *testing.T) {
 	if err != nil || req.Op != OpForward || req.Forward == nil || req.Forward.GuestPort != 2 {
 		t.Fatalf("ReadRequest = %+v, %v", req, err)
 	}
+	// All of it, past the request's own bound: a command's stdin follows.
 	rest, _ := io.ReadAll(r)
-	if string(rest) != "rest" {
-		t.Errorf("after the line: %q", rest)
+	if string(rest) != strings.Repeat("rest", MaxRequest) {
+		t.Errorf("after the line: %d bytes, want %d", len(rest), 4*MaxRequest)
 	}
 }

@@ -12,7 +12,7 @@
 //	lan.MustBlock(t, server)
 //	client.MustFail(t, "timeout 5 wget -qO- http://"+lan.Addr(server)+"/")
 //
-// Commands go through the guest's agent (docs/harness.md), which the test
+// Commands go through the guest's agent (docs/protocol.md), which the test
 // system and sonix-run's NixOS module run.
 //
 // # The vocabulary

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sonix-run/sonix-run/agent"
 	"github.com/sonix-run/sonix-run/control"
 	"github.com/sonix-run/sonix-run/rundir"
 )
@@ -133,26 +134,32 @@ func (s *controlServer) handle(c net.Conn) {
 		// Bounded by the VM's life: the agent may still be booting.
 		stream, err := i.link.Dial(s.ctx)
 		if err != nil {
-			control.WriteReply(c, control.Reply{Error: err.Error()})
+			control.WriteReply(c, control.Reply{Error: err.Error(), Session: agent.SessionEndOf(err)})
 			return
 		}
 		if err := control.WriteReply(c, control.Reply{OK: true}); err != nil {
 			stream.Close()
 			return
 		}
-		splice(c, r, stream)
+		agent.Proxy(&readAhead{c, r}, stream)
 	default:
 		control.WriteReply(c, control.Reply{Error: fmt.Sprintf("unknown request %q", req.Op)})
 	}
 }
 
-// splice copies both ways until either side ends, then closes both.
-func splice(c net.Conn, fromClient io.Reader, stream net.Conn) {
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(stream, io.MultiReader(fromClient, c)); done <- struct{}{} }()
-	go func() { io.Copy(c, stream); done <- struct{}{} }()
-	<-done
-	c.Close()
-	stream.Close()
-	<-done
+// readAhead is a connection read through r (control.ReadRequest's).
+type readAhead struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *readAhead) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the connection: agent.Proxy passes the guest's
+// end of a stream on so.
+func (c *readAhead) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }

@@ -28,6 +28,35 @@ func (i *Instance) connectAgent(ctx context.Context) error {
 	s := agent.NewLink(conn, agent.LinkOptions{})
 	i.link = s
 	i.agent = agent.NewClient(s.Dial)
+	if ports := i.machine.AgentPort(); ports != nil {
+		// The port closing is how a dead agent is noticed at once: its
+		// socket sees no end of file, and the next agent comes on the
+		// same connection.
+		followed := make(chan struct{})
+		go func() {
+			defer close(followed)
+			for {
+				select {
+				case st, ok := <-ports:
+					if !ok {
+						return
+					}
+					s.PortOpenAt(st.Open, st.At)
+				case <-s.Done():
+					return
+				}
+			}
+		}()
+		i.cl.push("following the agent's port", 2*time.Second, func(c context.Context) error {
+			select {
+			case <-followed:
+				return nil
+			case <-c.Done():
+				return c.Err()
+			}
+		})
+	}
+	// Pushed last, so run first: closing the link ends the follower.
 	i.cl.push("agent link", 2*time.Second, func(context.Context) error {
 		s.Close()
 		return nil
@@ -119,7 +148,7 @@ func (i *Instance) runCommand() error {
 		}
 	}()
 	hint := time.AfterFunc(agentHint, func() {
-		i.msgs.always("sonix-run: still waiting for the guest's agent; the system needs it (sonix-run's NixOS module, docs/harness.md)")
+		i.msgs.always("sonix-run: still waiting for the guest's agent; the system needs it (sonix-run's NixOS module, docs/protocol.md)")
 	})
 	_, err := i.agent.Hello(ctx)
 	hint.Stop()
@@ -165,7 +194,14 @@ func (i *Instance) noStatus(ready bool, err error) error {
 	select {
 	case <-i.done:
 	case <-t.C:
-		// The VM goes on: the agent failed. Stop it, keeping that as the reason.
+		// The VM goes on: its agent stopped, or failed. Stop the VM,
+		// keeping that as the reason; the statuses are exec's.
+		switch {
+		case errors.Is(err, agent.ErrStatusUnknown):
+			return i.Stop(&Error{Reason: NoReport, Err: err})
+		case agent.SessionEndOf(err) != "" && !errors.Is(err, agent.ErrProtocol):
+			return i.Stop(&Error{Reason: BootFailure, Err: fmt.Errorf("no guest agent to run the command: %w", err)})
+		}
 		return i.Stop(&Error{Reason: Failure, Err: err})
 	}
 	werr := i.Wait()
@@ -176,7 +212,7 @@ func (i *Instance) noStatus(ready bool, err error) error {
 		}
 	}
 	if !ready {
-		return joinTeardown(fail(BootFailure, "the guest ended before its agent was ready (does the system run sonix-run's guest agent? see docs/harness.md)"), errors.Unwrap(werr))
+		return joinTeardown(fail(BootFailure, "the guest ended before its agent was ready (does the system run sonix-run's guest agent? see docs/protocol.md)"), errors.Unwrap(werr))
 	}
 	return joinTeardown(fail(NoReport, "the guest ended without reporting the command's exit status"), errors.Unwrap(werr))
 }

@@ -123,7 +123,7 @@ func (m *fakeMachine) Stop(ctx context.Context) error {
 		return fmt.Errorf("the fake VM has not stopped: %w", ctx.Err())
 	}
 }
-func (m *fakeMachine) AgentPort() <-chan bool { return nil }
+func (m *fakeMachine) AgentPort() <-chan vmm.PortState { return nil }
 
 func (m *fakeMachine) AddForward(ctx context.Context, f vmm.Forward) error {
 	return errors.New("no network")

@@ -437,7 +437,7 @@ in
           (`sonix-run-agent.service`), which serves `sonix-run --run`,
           `sonix-run exec`, `cp` and `shell` and the Go harness over the
           virtio console port `org.sonix-run.agent` (sonix-run's
-          {file}`docs/harness.md`). It runs as root, starts early (after the
+          {file}`docs/protocol.md`). It runs as root, starts early (after the
           local file systems and the store registration, not waiting for
           the network or multi-user.target, and also in rescue and
           emergency mode), is restarted whenever it exits, and is not

@@ -71,6 +71,11 @@ func resolveAccel(ctx context.Context, vm *vmm.VM, qemuPath string, dryRun bool,
 		vm.Accel = vmm.AccelTCG
 		return nil
 	}
+	if pvm := softwareKVM(); pvm != "" {
+		log.Notice("sonix-run: using TCG (slow): /dev/kvm is %s; --accel kvm forces KVM", pvm)
+		vm.Accel = vmm.AccelTCG
+		return nil
+	}
 	verdict, known := cachedProbe(qemuPath)
 	switch {
 	case known:
@@ -99,6 +104,27 @@ func resolveAccel(ctx context.Context, vm *vmm.VM, qemuPath string, dryRun bool,
 }
 
 const probeOK = "ok"
+
+// moduleDir is where the kernel lists its loaded modules (a variable for
+// tests).
+var moduleDir = "/sys/module"
+
+// softwareKVM says why /dev/kvm is not hardware virtualization, or "".
+// kvm_pvm (pagetable-based virtualization, for hosts that are VMs
+// themselves) serves /dev/kvm without VT-x or AMD-V: the probe's tiny
+// guest passes, but a real kernel crawls through emulated page-table
+// writes and can stop on an instruction it cannot emulate (a KVM internal
+// error). Users of such hosts run TCG unless they ask.
+func softwareKVM() string {
+	has := func(m string) bool {
+		_, err := os.Stat(moduleDir + "/" + m)
+		return err == nil
+	}
+	if has("kvm_pvm") && !has("kvm_intel") && !has("kvm_amd") {
+		return "kvm_pvm's (software virtualization inside a VM), which runs ordinary guest kernels very slowly or not at all"
+	}
+	return ""
+}
 
 // oneLine folds a message (QEMU's assertion spans lines) into one notice line.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -142,7 +142,7 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 		a = append(a, "-drive", drive, "-device", "virtio-blk-pci,drive="+id+",serial="+serial)
 	}
 	if vm.Agent {
-		// One port carries the agent's multiplexed protocol (docs/harness.md).
+		// One port carries the agent's multiplexed protocol (docs/protocol.md).
 		a = append(a, "-device", "virtio-serial-pci,id=ports",
 			"-chardev", "socket,id=agent,path="+opt(AgentSocket(vm))+",server=on,wait=off",
 			"-device", "virtserialport,bus=ports.0,chardev=agent,name="+vmm.AgentPortName+",id="+agentPortID)

@@ -135,6 +135,7 @@ func (b Backend) Start(ctx context.Context, vm *vmm.VM, console vmm.Console, log
 	if m.fsd != nil {
 		go m.watchShares() // ends when QEMU has exited
 	}
+	go m.watchInternalError() // ends when QEMU has exited
 	if vm.DumpPath != "" {
 		m.dumped = make(chan struct{})
 		go m.dumpOnPanic() // ends by the time QEMU has exited
@@ -169,8 +170,9 @@ type machine struct {
 	dumpErr error
 
 	portOnce sync.Once
-	portCh   chan bool // AgentPort's
+	portCh   chan vmm.PortState // AgentPort's
 
+	stuckErr   error           // the VM stopped on an internal error (under mu)
 	fsd        *virtiofs.Group // the shares' daemons; nil for none
 	fsdErr     error           // a daemon that ended under a running VM (under mu)
 	fsdStopErr error           // stopping the daemons after QEMU (set before done)
@@ -208,6 +210,60 @@ func (m *machine) dumpOnPanic() {
 	}
 }
 
+// watchInternalError ends QEMU when the VM stops on an internal error
+// (QEMU pauses a guest that KVM failed to run, e.g. an instruction it
+// could not emulate, and waits for ever): the run fails at once, saying
+// why, instead of hanging until --timeout.
+func (m *machine) watchInternalError() {
+	seen := 0
+	for {
+		stops, closed, changed := m.mon.stopped()
+		if closed {
+			return
+		}
+		if stops != seen {
+			seen = stops
+			ctx, cancel := context.WithTimeout(context.Background(), qmpTimeout)
+			out, err := m.mon.run(ctx, "query-status", nil)
+			cancel()
+			var reply struct {
+				Return struct {
+					Status string `json:"status"`
+				} `json:"return"`
+			}
+			if err == nil && json.Unmarshal(out, &reply) == nil && reply.Return.Status == "internal-error" {
+				m.mu.Lock()
+				m.stuckErr = internalError(m.vm.Accel, m.stderr.String())
+				m.mu.Unlock()
+				m.kill()
+				return
+			}
+		}
+		<-changed
+	}
+}
+
+// internalError says that the guest stopped on an internal error of the
+// accelerator, quoting QEMU's first line about it (the register dump that
+// follows it says little to a user).
+func internalError(accel vmm.Accel, stderr string) error {
+	what := "an internal error"
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.Contains(line, "internal error") {
+			what = strings.TrimSpace(line)
+			break
+		}
+	}
+	msg := fmt.Sprintf("QEMU stopped the guest: %s", what)
+	if strings.Contains(stderr, "emulation failure") {
+		msg += " (emulation failure)"
+	}
+	if accel == vmm.AccelKVM {
+		msg += "; KVM on this host cannot run this guest: --accel tcg runs it emulated"
+	}
+	return errors.New(msg)
+}
+
 // dumpError says why a --dump could not be written (nil: written, or no
 // dump asked for); called once the machine is done.
 func (m *machine) dumpError() error {
@@ -225,24 +281,24 @@ const agentPortID = "agent-dev"
 // QEMU's VSERPORT_CHANGE events: a closed port is an agent that stopped.
 // The channel holds the latest state only and is closed when QEMU has
 // exited.
-func (m *machine) AgentPort() <-chan bool {
+func (m *machine) AgentPort() <-chan vmm.PortState {
 	if !m.vm.Agent {
 		return nil
 	}
 	m.portOnce.Do(func() {
-		m.portCh = make(chan bool, 1)
+		m.portCh = make(chan vmm.PortState, 1)
 		go func() { // owned: ends when the monitor does, with QEMU
 			defer close(m.portCh)
-			last := false
+			var last vmm.PortState
 			for {
-				open, closed, changed := m.mon.port(agentPortID)
-				if open != last {
-					last = open
+				state, closed, changed := m.mon.port(agentPortID)
+				if state != last {
+					last = state
 					select { // latest wins
 					case <-m.portCh:
 					default:
 					}
-					m.portCh <- open
+					m.portCh <- state
 				}
 				if closed {
 					return
@@ -363,9 +419,11 @@ func (m *machine) Outcome() vmm.Outcome {
 		return vmm.Outcome{Ending: vmm.Panicked, DumpErr: m.dumpError()}
 	}
 	m.mu.Lock()
-	stopping, fsdErr := m.stopping, m.fsdErr
+	stopping, fsdErr, stuckErr := m.stopping, m.fsdErr, m.stuckErr
 	m.mu.Unlock()
 	switch {
+	case stuckErr != nil:
+		return vmm.Outcome{Ending: vmm.Failed, Err: stuckErr}
 	case fsdErr != nil:
 		return vmm.Outcome{Ending: vmm.Failed, Err: fsdErr}
 	case stopping:

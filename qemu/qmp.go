@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/sonix-run/sonix-run/vmm"
 )
 
 // monitor wraps go-qemu's QMP socket monitor so that it cannot deadlock or
@@ -18,10 +20,11 @@ type monitor struct {
 	mon *qmp.SocketMonitor
 
 	mu       sync.Mutex
-	events   []qmp.Event     // the events that say how the VM ends, in order
-	ports    map[string]bool // each virtio-serial port's guest side: open?
-	changed  chan struct{}   // closed and replaced when an event arrives
-	closed   bool            // the connection has ended (QEMU exited)
+	events   []qmp.Event              // the events that say how the VM ends, in order
+	ports    map[string]vmm.PortState // each virtio-serial port's guest side
+	changed  chan struct{}            // closed and replaced when an event arrives
+	stops    int                      // STOP events so far (the VM paused)
+	closed   bool                     // the connection has ended (QEMU exited)
 	drainEnd chan struct{}
 }
 
@@ -77,9 +80,14 @@ func (m *monitor) drain(events <-chan qmp.Event) {
 			id, _ := e.Data["id"].(string)
 			open, _ := e.Data["open"].(bool)
 			if m.ports == nil {
-				m.ports = map[string]bool{}
+				m.ports = map[string]vmm.PortState{}
 			}
-			m.ports[id] = open
+			// QEMU's own clock: the event's place among the port's bytes.
+			at := time.Unix(e.Timestamp.Seconds, e.Timestamp.Microseconds*1000)
+			m.ports[id] = vmm.PortState{Open: open, At: at}
+		case e.Event == "STOP":
+			// Counted, not kept: a debugger (--gdb) pauses the VM at will.
+			m.stops++
 		case kept[e.Event] && len(m.events) < 100:
 			m.events = append(m.events, e)
 		}
@@ -101,13 +109,21 @@ func (m *monitor) snapshot() ([]qmp.Event, bool, <-chan struct{}) {
 	return append([]qmp.Event(nil), m.events...), m.closed, m.changed
 }
 
-// port returns whether the guest has the virtio-serial port id open (known
-// false until QEMU says), whether the connection has ended, and a channel
-// closed at the next change.
-func (m *monitor) port(id string) (open, closed bool, changed <-chan struct{}) {
+// port returns the guest's side of the virtio-serial port id (closed until
+// QEMU says), whether the connection has ended, and a channel closed at the
+// next change.
+func (m *monitor) port(id string) (state vmm.PortState, closed bool, changed <-chan struct{}) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ports[id], m.closed, m.changed
+}
+
+// stopped returns how many times the VM has paused, whether the
+// connection has ended, and a channel closed at the next change.
+func (m *monitor) stopped() (stops int, closed bool, changed <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stops, m.closed, m.changed
 }
 
 // run executes a QMP command with a timeout.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // Backend runs a VM on one hypervisor.
@@ -103,11 +104,19 @@ type Machine interface {
 	// AddForward forwards a host port to the guest while it runs
 	// (Features.Forwards, with the user network).
 	AddForward(ctx context.Context, f Forward) error
-	// AgentPort reports the guest's side of the agent's port opening
-	// (true) and closing (false: the agent stopped), latest state only,
-	// closed when the VM has ended; nil when the backend cannot see it (the
-	// agent link then notices through its keepalive).
-	AgentPort() <-chan bool
+	// AgentPort reports the guest's side of the agent's port opening and
+	// closing (the agent stopped), latest state only, closed when the VM
+	// has ended; nil when the backend cannot see it (the agent link then
+	// notices through its keepalive).
+	AgentPort() <-chan PortState
+}
+
+// PortState is the guest's side of a port: open or not, since when (the
+// backend's own time of the event where it has one: events and the
+// port's bytes travel apart, and the time orders them).
+type PortState struct {
+	Open bool
+	At   time.Time
 }
 
 // Ending is how a VM ended.
@@ -134,7 +143,7 @@ type Outcome struct {
 }
 
 // AgentPortName is the name of the virtio console port that carries the
-// guest agent's protocol (docs/harness.md); the guest finds it by this name.
+// guest agent's protocol (docs/protocol.md); the guest finds it by this name.
 const AgentPortName = "org.sonix-run.agent"
 
 // LogTo is a Log that writes every line, notices and details, to w.

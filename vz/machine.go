@@ -210,7 +210,7 @@ func (m *machine) AgentConn(ctx context.Context) (io.ReadWriteCloser, error) {
 // (Features.Forwards is false).
 // AgentPort: the framework does not say when the guest opens or closes a
 // console port; the agent link's keepalive notices an agent that stopped.
-func (m *machine) AgentPort() <-chan bool { return nil }
+func (m *machine) AgentPort() <-chan vmm.PortState { return nil }
 
 func (m *machine) AddForward(ctx context.Context, f vmm.Forward) error {
 	return fmt.Errorf("forwarding %s: the vz backend's NAT network does not forward ports", f)

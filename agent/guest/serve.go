@@ -1,11 +1,10 @@
 // Package guest is the guest side of sonix-run's agent protocol
-// (docs/harness.md): it serves a yamux session on the agent's port, one
-// operation per stream, several at once.
+// (docs/protocol.md): it serves the operations of one session on the
+// agent's port (package transport carries the session), one per stream,
+// several at once.
 package guest
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,12 +14,10 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/sonix-run/sonix-run/agent/internal/copytar"
+	"github.com/sonix-run/sonix-run/agent/transport"
 	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
@@ -28,8 +25,8 @@ import (
 // then the usual directories of other systems.
 const DefaultPath = "/run/wrappers/bin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// MaxOps bounds the operations served at once on one session; a stream
-// beyond it gets an error.
+// MaxOps bounds the operations served at once on one session (a command's
+// stdin stream is one); a stream beyond it gets an error.
 const MaxOps = 256
 
 // closeWait bounds how long poweroff waits for the host to take its reply
@@ -52,26 +49,27 @@ type Options struct {
 	PowerOff func() error
 }
 
-// ErrNoHost means the host did not take the preamble, or the port closed
-// before the host answered it: the port's host side is not connected (a
-// virtio port reads as end of file then). The caller opens the port again
-// after a pause.
-var ErrNoHost = errors.New("the host side of the port is not connected")
+// Why Serve returns, besides a broken session: see package transport.
+var (
+	// ErrNoHost means the host did not take the preamble, or the port
+	// closed before the host answered it: the port's host side is not
+	// connected (a virtio port reads as end of file then). The caller
+	// opens the port again after a pause.
+	ErrNoHost = transport.ErrNoHost
+	// ErrHostHungUp means the host ended the session.
+	ErrHostHungUp = transport.ErrHostHungUp
+	// ErrHostResync means the host gave the session up (it had stopped
+	// hearing from the agent, e.g. while the guest was paused, or saw
+	// the port close) and asked for a new one.
+	ErrHostResync = transport.ErrHostResync
+)
 
-// ErrHostHungUp means the host ended the session.
-var ErrHostHungUp = errors.New("the host hung up")
-
-// ErrHostResync means the host gave the session up (it had stopped hearing
-// from the agent, e.g. while the guest was paused) and asked for a new one.
-var ErrHostResync = errors.New("the host gave the session up and asked for a new one")
-
-// Serve serves one session on conn, a newly opened port: it writes the
-// preamble, waits for the host's answer (skipping whatever an earlier
-// session left in the port), then serves yamux until the host hangs up or
-// asks for a new session, the session fails or ctx ends, and closes conn.
-// Every operation still running then is ended (a command gets SIGTERM,
-// then SIGKILL after its grace) and Serve returns once all of them have
-// returned.
+// Serve serves one session on conn, a newly opened port (transport.Serve):
+// the preamble, the host's answer, then the operations of the streams the
+// host opens, until the host hangs up or asks for a new session, the
+// session fails or ctx ends; it closes conn. Every operation still running
+// then is ended (a command gets SIGTERM, then SIGKILL after its grace) and
+// Serve returns once all of them have returned.
 func Serve(ctx context.Context, conn io.ReadWriteCloser, opts Options) error {
 	if opts.Path == "" {
 		opts.Path = DefaultPath
@@ -79,195 +77,19 @@ func Serve(ctx context.Context, conn io.ReadWriteCloser, opts Options) error {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	pc, id, err := handshake(ctx, conn)
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	opts.Logf("session %s: the host answered", id)
-	sess, err := yamux.Server(pc, wire.YamuxConfig())
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	s := &server{opts: opts, slots: make(chan struct{}, MaxOps)}
-	opsCtx, cancelOps := context.WithCancel(ctx)
-	defer cancelOps()
-
-	var wg sync.WaitGroup
-	sessionOver := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-ctx.Done():
-			sess.Close()
-		case <-sessionOver:
-		}
-	}()
-	for {
-		st, aerr := sess.AcceptStream()
-		if aerr != nil {
-			err = aerr
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.serveStream(opsCtx, st)
-		}()
-	}
-	cancelOps()
-	close(sessionOver)
-	sess.Close()
-	wg.Wait()
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		// A socket's host that closes with bytes unread resets it; a
-		// write after its close breaks the pipe.
-		return ErrHostHungUp
-	case errors.Is(err, ErrHostResync):
-		return ErrHostResync
-	}
-	return fmt.Errorf("session %s: %w", id, err)
+	s := &server{opts: opts, slots: make(chan struct{}, MaxOps), execs: map[uint32]*execution{}}
+	return transport.Serve(ctx, conn, opts.Logf, s.serveStream)
 }
 
-// handshake writes the preamble on a newly opened port and reads up to the
-// host's answer to it. Before that answer the port may hold anything the
-// host sent to an earlier agent (QEMU keeps what the host writes while the
-// port is closed): every byte up to the line that names this preamble's id
-// is skipped. It returns the port ready for yamux, with the bytes that
-// followed the answer.
-func handshake(ctx context.Context, conn io.ReadWriteCloser) (*portConn, string, error) {
-	id := wire.NewSessionID()
-	// Nothing else ends a write or read that waits for the host.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	// A port's write waits while its host side is not connected; a
-	// socket's fails when the host has gone.
-	if _, err := conn.Write(wire.AgentPreamble(id)); err != nil {
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-		return nil, "", fmt.Errorf("%w (writing the preamble: %v)", ErrNoHost, err)
-	}
-	var versionErr error
-	scan := wire.NewLineScanner(wire.HostMagic, func(line []byte) bool {
-		l, err := wire.ParseLine(line, wire.HostMagic)
-		switch {
-		case err != nil:
-			return false
-		case l.Version != wire.Version && bytes.HasSuffix(line, []byte(" "+id)):
-			versionErr = fmt.Errorf("the host answered in protocol version %d; this agent speaks %d", l.Version, wire.Version)
-			return true
-		}
-		return l.Token == id
-	})
-	buf := make([]byte, 4096)
-	for {
-		n, err := conn.Read(buf)
-		if _, rest, ok := scan.Feed(buf[:n]); ok {
-			if versionErr != nil {
-				return nil, "", versionErr
-			}
-			pc := &portConn{conn: conn, pending: rest}
-			pc.w = wire.NewFrameWriter(pc.writeFrame, wire.MaxPortWrite)
-			return pc, id, nil
-		}
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			return nil, "", ctx.Err()
-		case errors.Is(err, io.EOF):
-			return nil, "", ErrNoHost
-		default:
-			return nil, "", fmt.Errorf("waiting for the host's answer: %w", err)
-		}
-	}
-}
-
-// portConn is the port under the guest's yamux session. It follows yamux's
-// frames in what the host sends, so that the first byte that should start
-// a frame but does not ends the session with what it was (the host's
-// resync line, or garbage); and it writes every frame with one write of at
-// most wire.MaxPortWrite bytes, so that the agent, killed at any moment,
-// never leaves a torn frame in front of the next agent's preamble.
-type portConn struct {
-	conn    io.ReadWriteCloser
-	pending []byte // read from conn, not yet given to yamux
-	tracker wire.FrameTracker
-	bad     []byte // from a frame boundary on: bytes that are not yamux
-	err     error  // once set, every Read returns it
-	w       *wire.FrameWriter
-}
-
-func (c *portConn) Read(p []byte) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if c.bad != nil {
-		c.err = c.judge()
-		return 0, c.err
-	}
-	var n int
-	var readErr error
-	if len(c.pending) > 0 {
-		n = copy(p, c.pending)
-		c.pending = c.pending[n:]
-	} else {
-		n, readErr = c.conn.Read(p)
-	}
-	k, stopped := c.tracker.Advance(p[:n])
-	if stopped {
-		c.bad = append(append([]byte(nil), p[k:n]...), c.pending...)
-		c.pending = nil
-		if k == 0 {
-			c.err = c.judge()
-			return 0, c.err
-		}
-		return k, nil
-	}
-	if readErr != nil {
-		c.err = readErr // returned once these bytes are taken
-		if k == 0 {
-			return 0, c.err
-		}
-	}
-	return k, nil
-}
-
-// judge says what the bytes that are not yamux are, reading as many more
-// as it takes to tell the host's resync line.
-func (c *portConn) judge() error {
-	want := wire.HostResync()
-	for len(c.bad) < len(want) && bytes.HasPrefix(want, c.bad) {
-		more := make([]byte, len(want)-len(c.bad))
-		n, err := c.conn.Read(more)
-		c.bad = append(c.bad, more[:n]...)
-		if err != nil {
-			break
-		}
-	}
-	if bytes.HasPrefix(c.bad, want) {
-		return ErrHostResync
-	}
-	return fmt.Errorf("the host sent bytes that are not yamux: %q", c.bad[:min(len(c.bad), 32)])
-}
-
-func (c *portConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-
-func (c *portConn) writeFrame(frame []byte) error {
-	_, err := c.conn.Write(frame)
-	return err
-}
-
-func (c *portConn) Close() error { return c.conn.Close() }
-
+// server serves one session: the operations of its streams, and the
+// commands they started, which a stdin stream names by id.
 type server struct {
 	opts  Options
 	slots chan struct{}
+
+	mu     sync.Mutex
+	lastID uint32
+	execs  map[uint32]*execution
 }
 
 // op is one operation on one stream.
@@ -295,9 +117,12 @@ func (o *op) reply(v any) error {
 	return o.w.Write(wire.FrameReply, b)
 }
 
-func (s *server) serveStream(ctx context.Context, st *yamux.Stream) {
+func (s *server) serveStream(ctx context.Context, st net.Conn) {
 	defer st.Close()
-	o := &op{conn: st, r: wire.NewReader(st), w: wire.NewWriter(st), id: st.StreamID(), name: "request", logf: s.opts.Logf}
+	o := &op{conn: st, r: wire.NewReader(st), w: wire.NewWriter(st), name: "request", logf: s.opts.Logf}
+	if id, ok := st.(interface{ StreamID() uint32 }); ok {
+		o.id = id.StreamID()
+	}
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
@@ -327,6 +152,8 @@ func (s *server) serveStream(ctx context.Context, st *yamux.Stream) {
 		}
 	case wire.OpExec:
 		s.exec(ctx, o, req.Exec)
+	case wire.OpStdin:
+		s.stdin(o, req.Stdin.Exec)
 	case wire.OpPut:
 		s.put(o, string(req.Put.Path))
 	case wire.OpGet:
@@ -382,7 +209,7 @@ func (s *server) put(o *op, dst string) {
 		return
 	}
 	defer d.Close()
-	if err := o.w.Write(wire.FrameStarted, wire.EncodeCount(0)); err != nil {
+	if err := o.w.Write(wire.FrameStarted, wire.EncodeStarted(0)); err != nil {
 		return
 	}
 	// Extract reads up to the stdin-eof frame before it puts the copy in
@@ -430,10 +257,10 @@ func (in *inputReader) Read(p []byte) (int, error) {
 
 // get streams a tar archive of src.
 func (s *server) get(o *op, src string) {
-	bw := bufio.NewWriterSize(dataWriter{o.w}, wire.MaxData)
-	err := copytar.Write(bw, src)
+	dw := &dataWriter{w: o.w, buf: make([]byte, wire.HeaderSize, wire.HeaderSize+wire.MaxData)}
+	err := copytar.Write(dw, src)
 	if err == nil {
-		err = bw.Flush()
+		err = dw.Flush()
 	}
 	if err != nil {
 		o.fail(0, "%v", err)
@@ -442,20 +269,72 @@ func (s *server) get(o *op, src string) {
 	o.reply(struct{}{})
 }
 
-// dataWriter writes data as stdout frames.
-type dataWriter struct{ w *wire.Writer }
+// dataWriter writes data as stdout frames of up to wire.MaxData bytes,
+// gathered in a buffer that leaves room for the header (bufio.Writer's
+// own would take a copy more).
+type dataWriter struct {
+	w   *wire.Writer
+	buf []byte // a header's room, then data
+}
 
-func (d dataWriter) Write(p []byte) (int, error) {
+func (d *dataWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
-		c := min(len(p), wire.MaxData)
-		if err := d.w.Write(wire.FrameStdout, p[:c]); err != nil {
-			return n, err
+		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
+		d.buf = d.buf[:len(d.buf)+k]
+		n += k
+		p = p[k:]
+		if len(d.buf) == cap(d.buf) {
+			if err := d.Flush(); err != nil {
+				return n, err
+			}
 		}
-		n += c
-		p = p[c:]
 	}
 	return n, nil
+}
+
+// Flush sends what is gathered.
+func (d *dataWriter) Flush() error {
+	if len(d.buf) == wire.HeaderSize {
+		return nil
+	}
+	err := d.w.WriteData(wire.FrameStdout, d.buf)
+	d.buf = d.buf[:wire.HeaderSize]
+	return err
+}
+
+// register gives a started command its id, by which its stdin stream
+// names it; unregister forgets it.
+func (s *server) register(x *execution) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		s.lastID++
+		if s.lastID != 0 && s.execs[s.lastID] == nil {
+			break
+		}
+	}
+	s.execs[s.lastID] = x
+	return s.lastID
+}
+
+func (s *server) unregister(id uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.execs, id)
+}
+
+// stdin serves a command's stdin stream until its input ends or the
+// command does.
+func (s *server) stdin(o *op, id uint32) {
+	s.mu.Lock()
+	x := s.execs[id]
+	s.mu.Unlock()
+	if x == nil {
+		o.fail(0, "no command %d runs (it has ended)", id)
+		return
+	}
+	x.attachInput(o)
 }
 
 func (s *server) powerOff(o *op) {

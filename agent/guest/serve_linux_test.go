@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/sonix-run/sonix-run/agent/transport"
 	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
@@ -48,7 +49,7 @@ func hostileHost(t *testing.T) *yamux.Session {
 	served := make(chan error, 1)
 	go func() { served <- Serve(ctx, guestConn, Options{}) }()
 	answer(t, hostConn, nil)
-	ys, err := yamux.Client(hostConn, wire.YamuxConfig())
+	ys, err := yamux.Client(hostConn, transport.YamuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,15 +71,15 @@ func answer(t *testing.T, hostConn net.Conn, before []byte) string {
 	t.Helper()
 	hostConn.SetDeadline(time.Now().Add(10 * time.Second))
 	defer hostConn.SetDeadline(time.Time{})
-	line := make([]byte, len(wire.AgentPreamble(wire.NewSessionID())))
+	line := make([]byte, len(transport.AgentPreamble(transport.NewSessionID())))
 	if _, err := io.ReadFull(hostConn, line); err != nil {
 		t.Fatalf("reading the preamble: %v", err)
 	}
-	l, err := wire.ParseLine(line[:len(line)-1], wire.AgentMagic)
+	l, err := transport.ParseLine(line[:len(line)-1], transport.AgentMagic)
 	if err != nil || l.Version != wire.Version || line[len(line)-1] != '\n' {
 		t.Fatalf("preamble %q: %v", line, err)
 	}
-	if _, err := hostConn.Write(append(before, wire.HostAck(l.Token)...)); err != nil {
+	if _, err := hostConn.Write(append(before, transport.HostAck(l.Token)...)); err != nil {
 		t.Fatal(err)
 	}
 	return l.Token
@@ -149,19 +150,20 @@ func TestHostileHostRequests(t *testing.T) {
 		want      string
 	}{
 		{"not a request", "", wire.FrameStdin, "the first frame must be a request frame, not stdin"},
-		{"version 2", `{"version":2,"op":"hello"}`, wire.FrameRequest, "protocol version 2 not supported"},
-		{"unknown op", `{"version":1,"op":"format-disk"}`, wire.FrameRequest, `op "format-disk" unknown`},
-		{"unknown field", `{"version":1,"op":"hello","sudo":true}`, wire.FrameRequest, `unknown field "sudo"`},
-		{"not JSON", `{"version":1,`, wire.FrameRequest, "request:"},
-		{"trailing data", `{"version":1,"op":"hello"} {}`, wire.FrameRequest, "data after the JSON value"},
-		{"exec without argv", `{"version":1,"op":"exec","exec":{}}`, wire.FrameRequest, "neither argv nor shell"},
-		{"argv not base64", `{"version":1,"op":"exec","exec":{"argv":["%%%"]}}`, wire.FrameRequest, "not valid base64"},
-		{"signal in the request", `{"version":1,"op":"exec","exec":{"argv":["eA=="],"kill_grace_ms":-5}}`, wire.FrameRequest, "kill grace -5 ms out of range"},
-		{"rows without tty", `{"version":1,"op":"exec","exec":{"argv":["eA=="],"rows":5}}`, wire.FrameRequest, "rows and cols need tty"},
-		{"huge terminal", `{"version":1,"op":"exec","exec":{"argv":["eA=="],"tty":true,"rows":50000}}`, wire.FrameRequest, "out of range"},
-		{"hello with exec", `{"version":1,"op":"hello","exec":{"argv":["eA=="]}}`, wire.FrameRequest, `must not have the field "exec"`},
-		{"put without path", `{"version":1,"op":"put"}`, wire.FrameRequest, `needs the field "put"`},
-		{"relative put", `{"version":1,"op":"put","put":{"path":"eA=="}}`, wire.FrameRequest, "not absolute"},
+		{"version 1", `{"version":1,"op":"hello"}`, wire.FrameRequest, "protocol version 1 not supported"},
+		{"stdin of no command", `{"version":2,"op":"stdin","stdin":{"exec":4000}}`, wire.FrameRequest, "no command 4000 runs"},
+		{"unknown op", `{"version":2,"op":"format-disk"}`, wire.FrameRequest, `op "format-disk" unknown`},
+		{"unknown field", `{"version":2,"op":"hello","sudo":true}`, wire.FrameRequest, `unknown field "sudo"`},
+		{"not JSON", `{"version":2,`, wire.FrameRequest, "request:"},
+		{"trailing data", `{"version":2,"op":"hello"} {}`, wire.FrameRequest, "data after the JSON value"},
+		{"exec without argv", `{"version":2,"op":"exec","exec":{}}`, wire.FrameRequest, "neither argv nor shell"},
+		{"argv not base64", `{"version":2,"op":"exec","exec":{"argv":["%%%"]}}`, wire.FrameRequest, "not valid base64"},
+		{"signal in the request", `{"version":2,"op":"exec","exec":{"argv":["eA=="],"kill_grace_ms":-5}}`, wire.FrameRequest, "kill grace -5 ms out of range"},
+		{"rows without tty", `{"version":2,"op":"exec","exec":{"argv":["eA=="],"rows":5}}`, wire.FrameRequest, "rows and cols need tty"},
+		{"huge terminal", `{"version":2,"op":"exec","exec":{"argv":["eA=="],"tty":true,"rows":50000}}`, wire.FrameRequest, "out of range"},
+		{"hello with exec", `{"version":2,"op":"hello","exec":{"argv":["eA=="]}}`, wire.FrameRequest, `must not have the field "exec"`},
+		{"put without path", `{"version":2,"op":"put"}`, wire.FrameRequest, `needs the field "put"`},
+		{"relative put", `{"version":2,"op":"put","put":{"path":"eA=="}}`, wire.FrameRequest, "not absolute"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t, ys)
@@ -223,17 +225,9 @@ func TestHostileHostDuringExec(t *testing.T) {
 	}{
 		{"unknown frame type", func(s *rawStream) { s.send(9, nil) }, "frame type 9 unknown"},
 		{"a guest frame", func(s *rawStream) { s.send(wire.FrameExit, make([]byte, 5)) }, "unexpected exit frame in an exec"},
-		{"stdin beyond the window", func(s *rawStream) {
-			// The pipe to the command takes one chunk; the window the rest.
-			chunk := make([]byte, wire.MaxData)
-			for i := 0; i < wire.StdinWindow/wire.MaxData+3; i++ {
-				s.send(wire.FrameStdin, chunk)
-			}
-		}, "stdin data beyond the window"},
-		{"stdin after its end", func(s *rawStream) {
-			s.send(wire.FrameStdinEOF, nil)
-			s.send(wire.FrameStdin, []byte("x"))
-		}, "unexpected stdin frame after stdin-eof"},
+		{"stdin on the command's stream", func(s *rawStream) { s.send(wire.FrameStdin, []byte("x")) }, "a command's input goes on its stdin stream"},
+		{"stdin-eof on the command's stream", func(s *rawStream) { s.send(wire.FrameStdinEOF, nil) }, "unexpected stdin-eof frame"},
+		{"close-output of fd 3", func(s *rawStream) { s.send(wire.FrameCloseOutput, []byte{3}) }, "close-output frame 03"},
 		{"signal 0", func(s *rawStream) { s.send(wire.FrameSignal, []byte{0}) }, "signal 0 out of range 1-64"},
 		{"signal 65", func(s *rawStream) { s.send(wire.FrameSignal, []byte{65}) }, "signal 65 out of range 1-64"},
 		{"resize without a terminal", func(s *rawStream) { s.send(wire.FrameResize, []byte{0, 10, 0, 10}) }, "the command has no terminal"},
@@ -319,7 +313,7 @@ func TestPutRefusesHostileArchive(t *testing.T) {
 	tw.Close()
 	s := open(t, ys)
 	defer s.Close()
-	b, _ := json.Marshal(wire.Request{Version: 1, Op: wire.OpPut, Put: &wire.PathRequest{Path: wire.ByteString(dst)}})
+	b, _ := json.Marshal(wire.Request{Version: wire.Version, Op: wire.OpPut, Put: &wire.PathRequest{Path: wire.ByteString(dst)}})
 	s.request(t, string(b))
 	if f, err := s.r.Next(); err != nil || f.Type != wire.FrameStarted {
 		t.Fatalf("%v %v", f.Type, err)
@@ -343,7 +337,7 @@ func TestServeEnds(t *testing.T) {
 	// The host hangs up before answering.
 	hostConn, guestConn = net.Pipe()
 	go func() {
-		io.ReadFull(hostConn, make([]byte, len(wire.AgentPreamble(wire.NewSessionID()))))
+		io.ReadFull(hostConn, make([]byte, len(transport.AgentPreamble(transport.NewSessionID()))))
 		hostConn.Close()
 	}()
 	if err := Serve(context.Background(), guestConn, Options{}); !errors.Is(err, ErrNoHost) {
@@ -358,7 +352,7 @@ func TestServeEnds(t *testing.T) {
 		{[]byte("GET / HTTP/1.1\r\n\r\n"), func(err error) bool {
 			return err != nil && strings.Contains(err.Error(), `the host sent bytes that are not yamux: "GET / HTTP/1.1\r\n\r\n"`)
 		}},
-		{wire.HostResync(), func(err error) bool { return errors.Is(err, ErrHostResync) }},
+		{transport.HostResync(), func(err error) bool { return errors.Is(err, ErrHostResync) }},
 	} {
 		host, guestConn := net.Pipe()
 		done := make(chan error, 1)
@@ -387,12 +381,12 @@ func TestServeEnds(t *testing.T) {
 	hostConn, guestConn = net.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- Serve(context.Background(), guestConn, Options{}) }()
-	line := make([]byte, len(wire.AgentPreamble(wire.NewSessionID())))
+	line := make([]byte, len(transport.AgentPreamble(transport.NewSessionID())))
 	io.ReadFull(hostConn, line)
-	l, _ := wire.ParseLine(line[:len(line)-1], wire.AgentMagic)
-	hostConn.Write([]byte("SONIX-RUN-HOST 2 " + l.Token + "\n"))
-	if err := <-done; err == nil || err.Error() != "the host answered in protocol version 2; this agent speaks 1" {
-		t.Fatalf("Serve, the host answering in version 2: %v", err)
+	l, _ := transport.ParseLine(line[:len(line)-1], transport.AgentMagic)
+	hostConn.Write([]byte("SONIX-RUN-HOST 3 " + l.Token + "\n"))
+	if err := <-done; err == nil || err.Error() != "the host answered in protocol version 3; this agent speaks 2" {
+		t.Fatalf("Serve, the host answering in version 3: %v", err)
 	}
 	hostConn.Close()
 	// ctx ends it, while it waits for the host's answer too.
@@ -436,7 +430,7 @@ func TestServeSkipsStaleBytes(t *testing.T) {
 		defer close(copied)
 		io.Copy(&stale, oldGuest)
 	}()
-	oys, _ := yamux.Client(old, wire.YamuxConfig())
+	oys, _ := yamux.Client(old, transport.YamuxConfig())
 	st, err := oys.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +441,7 @@ func TestServeSkipsStaleBytes(t *testing.T) {
 	if stale.Len() < len(req) {
 		t.Fatalf("only %d stale bytes", stale.Len())
 	}
-	staleBytes := append(append(stale.Bytes(), wire.HostAck(wire.NewSessionID())...), wire.HostResync()...)
+	staleBytes := append(append(stale.Bytes(), transport.HostAck(transport.NewSessionID())...), transport.HostResync()...)
 	staleBytes = append(staleBytes, "SONIX-RUN-HOST 1 "...) // a line cut short
 
 	hostConn, guestConn := net.Pipe()
@@ -459,18 +453,203 @@ func TestServeSkipsStaleBytes(t *testing.T) {
 		<-served
 	}()
 	answer(t, hostConn, staleBytes)
-	ys, err := yamux.Client(hostConn, wire.YamuxConfig())
+	ys, err := yamux.Client(hostConn, transport.YamuxConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ys.Close()
 	s := open(t, ys)
-	s.request(t, `{"version":1,"op":"hello"}`)
+	s.request(t, `{"version":2,"op":"hello"}`)
 	if f, err := s.r.Next(); err != nil || f.Type != wire.FrameReply {
 		t.Fatalf("hello: %v %v", f.Type, err)
 	}
 	s.Close()
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the stale request ran")
+	}
+}
+
+// started reads up to the started frame and returns the command's id.
+func (s *rawStream) started(t *testing.T) uint32 {
+	t.Helper()
+	f, err := s.r.Next()
+	if err != nil || f.Type != wire.FrameStarted {
+		t.Fatalf("started: %v %v", f.Type, err)
+	}
+	id, err := wire.DecodeStarted(f.Payload, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// output reads the command's frames to its exit and returns its stdout,
+// stderr and status.
+func (s *rawStream) output(t *testing.T) (string, string, wire.Exit) {
+	t.Helper()
+	var out, errb []byte
+	for {
+		f, err := s.r.Next()
+		if err != nil {
+			t.Fatalf("before the exit frame: %v (stdout %q, stderr %q)", err, out, errb)
+		}
+		switch f.Type {
+		case wire.FrameStdout:
+			out = append(out, f.Payload...)
+		case wire.FrameStderr:
+			errb = append(errb, f.Payload...)
+		case wire.FrameExit:
+			e, err := wire.DecodeExit(f.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(out), string(errb), e
+		default:
+			t.Fatalf("unexpected %s frame", f.Type)
+		}
+	}
+}
+
+func stdinRequest(id uint32) string {
+	b, _ := wire.EncodeRequest(&wire.Request{Version: wire.Version, Op: wire.OpStdin, Stdin: &wire.StdinRequest{Exec: id}})
+	return string(b)
+}
+
+// TestStdinStream: a command's input comes on a stream of its own, which
+// names the command; the command's stream carries only control frames.
+func TestStdinStream(t *testing.T) {
+	checkGoroutines(t)
+	ys := hostileHost(t)
+	s := open(t, ys)
+	defer s.Close()
+	s.request(t, execRequest(t, wire.ExecRequest{Argv: wire.ByteStrings([]string{"cat"}), Stdin: true}))
+	id := s.started(t)
+	in := open(t, ys)
+	defer in.Close()
+	in.request(t, stdinRequest(id))
+	in.send(wire.FrameStdin, []byte("one "))
+	in.send(wire.FrameStdin, []byte("two"))
+	in.send(wire.FrameStdinEOF, nil)
+	if out, _, e := s.output(t); out != "one two" || e.Status != 0 {
+		t.Fatalf("cat: %q, status %d", out, e.Status)
+	}
+	// The stdin stream of a command that has ended is refused.
+	late := open(t, ys)
+	defer late.Close()
+	late.request(t, stdinRequest(id))
+	late.expectError(t, "ended") // "no command N runs (it has ended)", or "command N has ended" just before
+}
+
+func TestHostileHostStdinStreams(t *testing.T) {
+	checkGoroutines(t)
+	ys := hostileHost(t)
+	commands := map[uint32]*rawStream{}
+	for _, tc := range []struct {
+		name  string
+		stdin bool
+		act   func(t *testing.T, id uint32, first *rawStream) *rawStream
+		want  string
+	}{
+		{"a second stdin stream", true, func(t *testing.T, id uint32, first *rawStream) *rawStream {
+			first.request(t, stdinRequest(id))
+			first.send(wire.FrameStdin, []byte("x"))
+			// The first is attached once its byte has come through.
+			if f, err := commands[id].r.Next(); err != nil || string(f.Payload) != "x" {
+				t.Fatalf("%v %q %v", f.Type, f.Payload, err)
+			}
+			second := open(t, ys)
+			second.request(t, stdinRequest(id))
+			return second
+		}, "already has its stdin stream"},
+		{"a command without stdin", false, func(t *testing.T, id uint32, first *rawStream) *rawStream {
+			first.request(t, stdinRequest(id))
+			return first
+		}, "takes no input"},
+		{"a signal frame on a stdin stream", true, func(t *testing.T, id uint32, first *rawStream) *rawStream {
+			first.request(t, stdinRequest(id))
+			first.send(wire.FrameSignal, []byte{9})
+			return first
+		}, "unexpected signal frame on a stdin stream"},
+		{"an oversized stdin frame", true, func(t *testing.T, id uint32, first *rawStream) *rawStream {
+			first.request(t, stdinRequest(id))
+			first.Write([]byte{byte(wire.FrameStdin), 0xff, 0xff, 0xff, 0xff})
+			return first
+		}, "exceeds the 262144-byte bound"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t, ys)
+			defer s.Close()
+			shell := "dd bs=1 count=1 2>/dev/null; cat >/dev/null; echo ended"
+			if !tc.stdin {
+				shell = "exec sleep 60"
+			}
+			s.request(t, execRequest(t, wire.ExecRequest{Shell: wire.ByteString(shell), Stdin: tc.stdin}))
+			id := s.started(t)
+			commands[id] = s
+			first := open(t, ys)
+			defer first.Close()
+			got := tc.act(t, id, first)
+			defer got.Close()
+			start := time.Now()
+			got.expectError(t, tc.want)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %v", d)
+			}
+			if !tc.stdin {
+				s.send(wire.FrameKill, nil)
+				if _, _, e := s.output(t); e.Status != 143 {
+					t.Fatalf("killed: status %d", e.Status)
+				}
+				return
+			}
+			// A broken stdin stream ends the command's input; a second one
+			// leaves the first in place, whose end ends it.
+			first.send(wire.FrameStdinEOF, nil)
+			if out, _, e := s.output(t); out != "ended\n" || e.Status != 0 {
+				t.Fatalf("the command: %q, status %d", out, e.Status)
+			}
+		})
+	}
+}
+
+// TestCloseFrames: close-stdin ends the input of a command that has no
+// stdin stream; close-output closes the agent's end of an output, so the
+// command's next write there gets EPIPE, and SIGPIPE, as it would
+// locally, while the other output goes on.
+func TestCloseFrames(t *testing.T) {
+	checkGoroutines(t)
+	ys := hostileHost(t)
+	s := open(t, ys)
+	s.request(t, execRequest(t, wire.ExecRequest{Shell: "cat; echo eof", Stdin: true}))
+	s.started(t)
+	s.send(wire.FrameCloseStdin, nil)
+	if out, _, e := s.output(t); out != "eof\n" || e.Status != 0 {
+		t.Fatalf("after close-stdin: %q, status %d", out, e.Status)
+	}
+	s.Close()
+
+	s = open(t, ys)
+	defer s.Close()
+	s.request(t, execRequest(t, wire.ExecRequest{Shell: `echo ready; while :; do echo x; done; echo never`}))
+	s.started(t)
+	f, err := s.r.Next()
+	if err != nil || f.Type != wire.FrameStdout {
+		t.Fatalf("%v %v", f.Type, err)
+	}
+	s.send(wire.FrameCloseOutput, []byte{wire.OutputStdout})
+	_, errs, e := s.output(t)
+	if e.Status != 141 || e.Signal != 13 {
+		t.Fatalf("the command after its stdout closed: status %d (stderr %q), want 141 (SIGPIPE)", e.Status, errs)
+	}
+	s = open(t, ys)
+	defer s.Close()
+	s.request(t, execRequest(t, wire.ExecRequest{Shell: `echo ready >&2; (while :; do echo x >&2; done); echo "stderr writer: $?"`}))
+	s.started(t)
+	if f, err := s.r.Next(); err != nil || f.Type != wire.FrameStderr {
+		t.Fatalf("%v %v", f.Type, err)
+	}
+	s.send(wire.FrameCloseOutput, []byte{wire.OutputStderr})
+	if out, _, e := s.output(t); out != "stderr writer: 141\n" || e.Status != 0 {
+		t.Fatalf("after stderr closed: stdout %q, status %d", out, e.Status)
 	}
 }

@@ -23,3 +23,8 @@ func powerOff(func(string, ...any)) error { return errOnlyLinux }
 func (s *server) exec(_ context.Context, o *op, _ *wire.ExecRequest) {
 	o.fail(125, "%v", errOnlyLinux)
 }
+
+// execution is a running command; there are none here.
+type execution struct{}
+
+func (x *execution) attachInput(o *op) { o.fail(0, "%v", errOnlyLinux) }

@@ -5,8 +5,9 @@
 // It behaves as QEMU does: what the host writes while no agent has the
 // port open waits (QEMU does not read the host's socket then) and reaches
 // the next agent to open it; an agent closing the port is no end of file
-// for the host; one write of the guest (of at most 64 KiB) reaches the
-// host whole, as a port write of at most 32 KiB does.
+// for the host, only an event (Notify, as QEMU's VSERPORT_CHANGE); one
+// write of the guest (of at most 64 KiB) reaches the host whole, as a port
+// write of at most 32 KiB does.
 package porttest
 
 import (
@@ -26,7 +27,18 @@ type Port struct {
 	frozen  chan struct{} // non-nil while frozen: closed by Thaw
 	closed  bool
 	carried int // bytes of the host's that an end did not take, kept for the next
+	notify  func(open bool)
 	wg      sync.WaitGroup
+}
+
+// Notify has f called when an agent opens the port (true) and when it
+// closes it (false), as QEMU emits VSERPORT_CHANGE: the close once what
+// that agent wrote has been passed to the host. f is called without the
+// port's lock held, one call at a time per end.
+func (p *Port) Notify(f func(open bool)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
 }
 
 // ErrClosed is Open's error after Close.
@@ -66,6 +78,9 @@ func (p *Port) Open() (net.Conn, error) {
 	p.opened = make(chan struct{})
 	pumping := make(chan struct{})
 	p.pumping = pumping
+	if p.notify != nil {
+		p.notify(true)
+	}
 	p.wg.Add(1)
 	go p.pumpToHost(portEnd, pumping)
 	return agentEnd, nil
@@ -129,6 +144,18 @@ func (p *Port) closeGuest(g net.Conn) {
 	g.Close()
 }
 
+// closed tells Notify that g's agent closed the port, once its last
+// bytes have been passed on.
+func (p *Port) closedEnd(g net.Conn) {
+	p.closeGuest(g)
+	p.mu.Lock()
+	f, closed := p.notify, p.closed
+	p.mu.Unlock()
+	if f != nil && !closed {
+		f(false)
+	}
+}
+
 // pumpToGuest passes the host's bytes to the open end; while the port is
 // closed they wait.
 func (p *Port) pumpToGuest() {
@@ -173,6 +200,7 @@ func (p *Port) pumpToGuest() {
 func (p *Port) pumpToHost(g net.Conn, done chan struct{}) {
 	defer p.wg.Done()
 	defer close(done)
+	defer p.closedEnd(g)
 	// Larger than any one write of the agent, so that each reaches the
 	// host whole.
 	buf := make([]byte, 64<<10)

@@ -1,8 +1,9 @@
 // Package wire is the protocol between sonix-run (the host) and its guest
-// agent, sonix-run-agent: one virtio console port carries a yamux session;
-// every yamux stream carries one operation as a sequence of typed,
-// length-prefixed frames. docs/harness.md is the specification; this
-// package is its one implementation, shared by both ends.
+// agent, sonix-run-agent: what one yamux stream carries, as a sequence of
+// typed, length-prefixed frames: one request, then that operation's frames
+// (package transport carries the streams over the port). docs/protocol.md is
+// the specification; this package is its one implementation, shared by
+// both ends.
 package wire
 
 import (
@@ -16,9 +17,9 @@ import (
 // protocol.
 const PortName = "org.sonix-run.agent"
 
-// Version is the protocol version; a Request names it and a guest agent
-// refuses any other.
-const Version = 1
+// Version is the protocol version; a Request and the session's lines name
+// it, and each end refuses any other.
+const Version = 2
 
 // FrameType says what a frame's payload is. Types below 0x10 go from host
 // to guest, types from 0x10 from guest to host.
@@ -28,7 +29,8 @@ type FrameType uint8
 const (
 	// FrameRequest is the first frame of every stream: a Request (JSON).
 	FrameRequest FrameType = 0x01
-	// FrameStdin carries data: exec's standard input; put's tar archive.
+	// FrameStdin carries data: a command's standard input (on its stdin
+	// stream); put's tar archive.
 	FrameStdin FrameType = 0x02
 	// FrameStdinEOF ends the FrameStdin data (no payload).
 	FrameStdinEOF FrameType = 0x03
@@ -41,6 +43,15 @@ const (
 	// FrameKill asks to end the command: SIGTERM to its process group, then
 	// SIGKILL after the request's kill grace (no payload).
 	FrameKill FrameType = 0x06
+	// FrameCloseStdin closes the command's standard input now (no
+	// payload): it reads end of file (with a terminal, the EOF character
+	// is typed); input of its stdin stream not yet written is dropped.
+	FrameCloseStdin FrameType = 0x07
+	// FrameCloseOutput closes the guest's end of one of the command's
+	// outputs (1 byte: 1 stdout, 2 stderr): its reader went away, so the
+	// command's next write there fails with EPIPE (SIGPIPE), as it would
+	// locally. With a terminal, closing stdout hangs the terminal up.
+	FrameCloseOutput FrameType = 0x08
 )
 
 // Frames from the guest.
@@ -49,7 +60,8 @@ const (
 	// Hello for hello, {} for the others).
 	FrameReply FrameType = 0x10
 	// FrameStarted says exec started the command, or put is ready for the
-	// archive (4 bytes: the stdin window, big-endian uint32; see StdinWindow).
+	// archive (4 bytes, big-endian uint32: exec's command id, which the
+	// command's stdin stream names; 0 for put).
 	FrameStarted FrameType = 0x11
 	// FrameStdout carries data: exec's standard output (or terminal output);
 	// get's tar archive.
@@ -60,30 +72,19 @@ const (
 	FrameExit FrameType = 0x14
 	// FrameError ends any operation that failed (JSON, see ErrorReply).
 	FrameError FrameType = 0x15
-	// FrameStdinAck gives back stdin window: the guest consumed this many
-	// bytes of FrameStdin data (4 bytes, big-endian uint32).
-	FrameStdinAck FrameType = 0x16
 )
 
 // Bounds on frames and their fields.
 const (
-	HeaderSize     = 5        // 1 byte type, 4 bytes big-endian payload length
-	MaxData        = 64 << 10 // payload of FrameStdin, FrameStdout, FrameStderr
-	MaxRequest     = 1 << 20  // payload of FrameRequest
-	MaxReply       = 64 << 10 // payload of FrameReply
-	MaxErrorFrame  = 8 << 10  // payload of FrameError
-	MaxMessage     = 4 << 10  // ErrorReply.Message, in bytes
-	MaxSignal      = 64       // highest Linux signal number (SIGRTMAX)
-	MaxWinSize     = 10000    // highest terminal rows or columns
-	MaxStdinWindow = 16 << 20 // highest stdin window a guest may grant
+	HeaderSize    = 5         // 1 byte type, 4 bytes big-endian payload length
+	MaxData       = 256 << 10 // payload of FrameStdin, FrameStdout, FrameStderr
+	MaxRequest    = 1 << 20   // payload of FrameRequest
+	MaxReply      = 64 << 10  // payload of FrameReply
+	MaxErrorFrame = 8 << 10   // payload of FrameError
+	MaxMessage    = 4 << 10   // ErrorReply.Message, in bytes
+	MaxSignal     = 64        // highest Linux signal number (SIGRTMAX)
+	MaxWinSize    = 10000     // highest terminal rows or columns
 )
-
-// StdinWindow is the stdin window this guest agent grants: the host sends
-// at most this many bytes of FrameStdin data that the guest has not yet
-// acknowledged with FrameStdinAck. The guest's frame reader therefore never
-// waits on the command's stdin, so FrameKill and FrameSignal are read at
-// once even when the command does not read its input.
-const StdinWindow = 256 << 10
 
 type frameInfo struct {
 	name     string
@@ -91,19 +92,20 @@ type frameInfo struct {
 }
 
 var frameInfos = map[FrameType]frameInfo{
-	FrameRequest:  {"request", 2, MaxRequest},
-	FrameStdin:    {"stdin", 1, MaxData},
-	FrameStdinEOF: {"stdin-eof", 0, 0},
-	FrameSignal:   {"signal", 1, 1},
-	FrameResize:   {"resize", 4, 4},
-	FrameKill:     {"kill", 0, 0},
-	FrameReply:    {"reply", 2, MaxReply},
-	FrameStarted:  {"started", 4, 4},
-	FrameStdout:   {"stdout", 1, MaxData},
-	FrameStderr:   {"stderr", 1, MaxData},
-	FrameExit:     {"exit", 5, 5},
-	FrameError:    {"error", 2, MaxErrorFrame},
-	FrameStdinAck: {"stdin-ack", 4, 4},
+	FrameRequest:     {"request", 2, MaxRequest},
+	FrameStdin:       {"stdin", 1, MaxData},
+	FrameStdinEOF:    {"stdin-eof", 0, 0},
+	FrameSignal:      {"signal", 1, 1},
+	FrameResize:      {"resize", 4, 4},
+	FrameKill:        {"kill", 0, 0},
+	FrameCloseStdin:  {"close-stdin", 0, 0},
+	FrameCloseOutput: {"close-output", 1, 1},
+	FrameReply:       {"reply", 2, MaxReply},
+	FrameStarted:     {"started", 4, 4},
+	FrameStdout:      {"stdout", 1, MaxData},
+	FrameStderr:      {"stderr", 1, MaxData},
+	FrameExit:        {"exit", 5, 5},
+	FrameError:       {"error", 2, MaxErrorFrame},
 }
 
 // String names the type, or gives its number when it has no name.
@@ -219,6 +221,25 @@ func (w *Writer) Write(t FrameType, payload []byte) error {
 	defer w.mu.Unlock()
 	w.buf = AppendFrame(w.buf[:0], t, payload)
 	_, err := w.w.Write(w.buf)
+	return err
+}
+
+// WriteData writes a data frame of type t whose payload is b[HeaderSize:]:
+// the caller read the payload there, leaving room for the header, which
+// WriteData fills in, so that the frame goes out in one Write without
+// being copied.
+func (w *Writer) WriteData(t FrameType, b []byte) error {
+	if len(b) < HeaderSize {
+		return fmt.Errorf("wire: WriteData needs %d bytes of room for the header", HeaderSize)
+	}
+	if err := CheckHeader(t, uint32(min(len(b)-HeaderSize, 1<<31))); err != nil {
+		return err
+	}
+	b[0] = byte(t)
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-HeaderSize))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(b)
 	return err
 }
 

@@ -21,10 +21,12 @@ const (
 	OpPut      = "put"
 	OpGet      = "get"
 	OpPowerOff = "poweroff"
+	// OpStdin attaches a stream to a running command's standard input.
+	OpStdin = "stdin"
 )
 
 // Ops lists the operations of this protocol version.
-var Ops = []string{OpHello, OpExec, OpPut, OpGet, OpPowerOff}
+var Ops = []string{OpHello, OpExec, OpStdin, OpPut, OpGet, OpPowerOff}
 
 // Bounds on request fields.
 const (
@@ -39,11 +41,18 @@ const (
 // Request is the first frame of every stream. Exactly the field for Op is
 // set (none for hello and poweroff).
 type Request struct {
-	Version int          `json:"version"`
-	Op      string       `json:"op"`
-	Exec    *ExecRequest `json:"exec,omitempty"`
-	Put     *PathRequest `json:"put,omitempty"`
-	Get     *PathRequest `json:"get,omitempty"`
+	Version int           `json:"version"`
+	Op      string        `json:"op"`
+	Exec    *ExecRequest  `json:"exec,omitempty"`
+	Stdin   *StdinRequest `json:"stdin,omitempty"`
+	Put     *PathRequest  `json:"put,omitempty"`
+	Get     *PathRequest  `json:"get,omitempty"`
+}
+
+// StdinRequest names the running command whose standard input the stream
+// carries: the id its exec's FrameStarted gave.
+type StdinRequest struct {
+	Exec uint32 `json:"exec"`
 }
 
 // ByteString is a string of any bytes (argv, environment, paths: Linux
@@ -110,9 +119,9 @@ type ExecRequest struct {
 	Dir ByteString `json:"dir,omitempty"`
 	// User is NAME, UID, NAME:GROUP or UID:GID; "" means the agent's user.
 	User string `json:"user,omitempty"`
-	// Stdin says the host sends standard input in FrameStdin frames; when
-	// false the command reads /dev/null (or, with TTY, its terminal gets no
-	// input).
+	// Stdin says the command's standard input comes from the host: on a
+	// stdin stream (OpStdin), or ends with FrameCloseStdin; when false the
+	// command reads /dev/null (or, with TTY, its terminal gets no input).
 	Stdin bool `json:"stdin,omitempty"`
 	// TTY gives the command a pseudo-terminal as stdin, stdout, stderr and
 	// controlling terminal; Rows and Cols are its size (0: 24x80).
@@ -194,11 +203,11 @@ func (r *Request) Validate() error {
 	if r.Version != Version {
 		return fmt.Errorf("request: protocol version %d not supported (this side speaks %d)", r.Version, Version)
 	}
-	want := map[string]bool{"exec": r.Exec != nil, "put": r.Put != nil, "get": r.Get != nil}
+	want := map[string]bool{"exec": r.Exec != nil, "stdin": r.Stdin != nil, "put": r.Put != nil, "get": r.Get != nil}
 	var need string
 	switch r.Op {
 	case OpHello, OpPowerOff:
-	case OpExec, OpPut, OpGet:
+	case OpExec, OpStdin, OpPut, OpGet:
 		need = r.Op
 	default:
 		return fmt.Errorf("request: op %q unknown (want one of %s)", r.Op, strings.Join(Ops, ", "))
@@ -214,6 +223,10 @@ func (r *Request) Validate() error {
 	switch r.Op {
 	case OpExec:
 		return r.Exec.Validate()
+	case OpStdin:
+		if r.Stdin.Exec == 0 {
+			return errors.New("request: stdin: exec id 0 names no command")
+		}
 	case OpPut:
 		return checkPath("put: path", string(r.Put.Path))
 	case OpGet:
@@ -406,7 +419,23 @@ func (h *Hello) Validate() error {
 type ErrorReply struct {
 	Status  int    `json:"status"`
 	Message string `json:"message"`
+	// Session, set only by a host-side proxy (agent.Proxy) and never by a
+	// guest agent, says that the operation failed because the session
+	// with the agent ended, and how: one of the Session values below.
+	Session string `json:"session,omitempty"`
 }
+
+// How a session ended, for ErrorReply.Session.
+const (
+	SessionAgentGone      = "agent-gone"
+	SessionAgentRestarted = "agent-restarted"
+	SessionAgentSilent    = "agent-silent"
+	SessionVMEnded        = "vm-ended"
+	SessionLinkClosed     = "link-closed"
+	SessionProtocol       = "protocol"
+	SessionVersion        = "version"
+	SessionOther          = "other"
+)
 
 // EncodeError encodes a FrameError payload, making the message valid
 // UTF-8 and cutting it to MaxMessage bytes.
@@ -423,6 +452,16 @@ func EncodeError(status int, msg string) []byte {
 		msg = "unknown error"
 	}
 	b, _ := json.Marshal(ErrorReply{Status: status, Message: msg})
+	return b
+}
+
+// EncodeSessionError encodes the FrameError payload a proxy sends when the
+// session behind an operation ended: how (a SessionEnd value) and why.
+func EncodeSessionError(session, msg string) []byte {
+	var e ErrorReply
+	json.Unmarshal(EncodeError(0, msg), &e)
+	e.Session = session
+	b, _ := json.Marshal(e)
 	return b
 }
 
@@ -535,38 +574,40 @@ func DecodeResize(p []byte) (WinSize, error) {
 	return w, w.Validate()
 }
 
-// EncodeCount encodes the payload of FrameStarted and FrameStdinAck.
-func EncodeCount(n uint32) []byte {
+// EncodeStarted encodes a FrameStarted payload: exec's command id (1 or
+// more), or 0 for put.
+func EncodeStarted(id uint32) []byte {
 	b := make([]byte, 4)
-	binary.BigEndian.PutUint32(b, n)
+	binary.BigEndian.PutUint32(b, id)
 	return b
 }
 
-// DecodeStarted decodes and checks a FrameStarted payload: the stdin
-// window, 0 when the request had no stdin.
-func DecodeStarted(p []byte, stdin bool) (int, error) {
+// DecodeStarted decodes and checks a FrameStarted payload: the command id
+// of an exec (exec set), which is never 0; 0 for put.
+func DecodeStarted(p []byte, exec bool) (uint32, error) {
 	if len(p) != 4 {
 		return 0, fmt.Errorf("started frame of %d bytes: it must have 4", len(p))
 	}
 	n := binary.BigEndian.Uint32(p)
 	switch {
-	case !stdin && n != 0:
-		return 0, fmt.Errorf("started frame: stdin window %d for a request without stdin", n)
-	case stdin && (n < MaxData || n > MaxStdinWindow):
-		return 0, fmt.Errorf("started frame: stdin window %d out of range %d-%d", n, MaxData, MaxStdinWindow)
+	case exec && n == 0:
+		return 0, errors.New("started frame: command id 0 for an exec")
+	case !exec && n != 0:
+		return 0, fmt.Errorf("started frame: command id %d for a copy", n)
 	}
-	return int(n), nil
+	return n, nil
 }
 
-// DecodeAck decodes and checks a FrameStdinAck payload against the number
-// of bytes sent and not yet acknowledged.
-func DecodeAck(p []byte, outstanding int) (int, error) {
-	if len(p) != 4 {
-		return 0, fmt.Errorf("stdin-ack frame of %d bytes: it must have 4", len(p))
+// The outputs FrameCloseOutput names.
+const (
+	OutputStdout = 1
+	OutputStderr = 2
+)
+
+// DecodeCloseOutput decodes and checks a FrameCloseOutput payload.
+func DecodeCloseOutput(p []byte) (int, error) {
+	if len(p) != 1 || (p[0] != OutputStdout && p[0] != OutputStderr) {
+		return 0, fmt.Errorf("close-output frame %x: it must be one byte, 1 (stdout) or 2 (stderr)", p)
 	}
-	n := binary.BigEndian.Uint32(p)
-	if n < 1 || int64(n) > int64(outstanding) {
-		return 0, fmt.Errorf("stdin-ack of %d bytes, but %d are unacknowledged", n, outstanding)
-	}
-	return int(n), nil
+	return int(p[0]), nil
 }

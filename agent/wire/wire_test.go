@@ -14,7 +14,7 @@ func TestFrameRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf)
 	frames := []Frame{
-		{FrameRequest, []byte(`{"version":1,"op":"hello"}`)},
+		{FrameRequest, []byte(`{"version":2,"op":"hello"}`)},
 		{FrameStdin, bytes.Repeat([]byte{0xff}, MaxData)},
 		{FrameStdinEOF, nil},
 		{FrameSignal, []byte{15}},
@@ -44,7 +44,7 @@ func TestWriterRefuses(t *testing.T) {
 		p    []byte
 		want string
 	}{
-		{FrameStdout, make([]byte, MaxData+1), "stdout frame of 65537 bytes exceeds the 65536-byte bound"},
+		{FrameStdout, make([]byte, MaxData+1), "stdout frame of 262145 bytes exceeds the 262144-byte bound"},
 		{FrameStdout, nil, "stdout frame of 0 bytes is shorter than 1"},
 		{FrameSignal, []byte{1, 2}, "signal frame of 2 bytes: it must have 1"},
 		{0x7f, nil, "frame type 127 unknown"},
@@ -53,6 +53,31 @@ func TestWriterRefuses(t *testing.T) {
 		var v *ViolationError
 		if err == nil || err.Error() != tc.want || !errors.As(err, &v) {
 			t.Errorf("%v: %v, want %q", tc.t, err, tc.want)
+		}
+	}
+}
+
+func TestWriteData(t *testing.T) {
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	b := append(make([]byte, HeaderSize), "payload"...)
+	if err := w.WriteData(FrameStdout, b); err != nil {
+		t.Fatal(err)
+	}
+	f, err := NewReader(&buf).Next()
+	if err != nil || f.Type != FrameStdout || string(f.Payload) != "payload" {
+		t.Fatalf("%v %q %v", f.Type, f.Payload, err)
+	}
+	for _, tc := range []struct {
+		b    []byte
+		want string
+	}{
+		{make([]byte, 3), "needs 5 bytes of room"},
+		{make([]byte, HeaderSize), "stdout frame of 0 bytes is shorter than 1"},
+		{make([]byte, HeaderSize+MaxData+1), "exceeds the 262144-byte bound"},
+	} {
+		if err := w.WriteData(FrameStdout, tc.b); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%d bytes: %v, want %q", len(tc.b), err, tc.want)
 		}
 	}
 }
@@ -142,7 +167,7 @@ func TestRequestValidate(t *testing.T) {
 		r    *Request
 		err  string
 	}{
-		{"hello", &Request{Version: 1, Op: OpHello}, ""},
+		{"hello", &Request{Version: 2, Op: OpHello}, ""},
 		{"argv", ok(ExecRequest{Argv: []ByteString{"ls", "\xff"}}), ""},
 		{"shell with tty", ok(ExecRequest{Shell: "x", TTY: true, Rows: 1, Cols: MaxWinSize}), ""},
 		{"both", ok(ExecRequest{Argv: []ByteString{"ls"}, Shell: "ls"}), "both argv and shell"},
@@ -156,8 +181,12 @@ func TestRequestValidate(t *testing.T) {
 		{"grace over", ok(ExecRequest{Shell: "x", KillGraceMillis: MaxKillWait.Milliseconds() + 1}), "kill grace"},
 		{"bad user", ok(ExecRequest{Shell: "x", User: "a:b:c"}), "which a user or group name cannot"},
 		{"version 0", &Request{Op: OpHello}, "protocol version 0 not supported"},
-		{"op", &Request{Version: 1, Op: "rm"}, `op "rm" unknown`},
-		{"get path", &Request{Version: 1, Op: OpGet, Get: &PathRequest{Path: ""}}, "get: path is empty"},
+		{"op", &Request{Version: 2, Op: "rm"}, `op "rm" unknown`},
+		{"get path", &Request{Version: 2, Op: OpGet, Get: &PathRequest{Path: ""}}, "get: path is empty"},
+		{"stdin", &Request{Version: 2, Op: OpStdin, Stdin: &StdinRequest{Exec: 1}}, ""},
+		{"stdin of command 0", &Request{Version: 2, Op: OpStdin, Stdin: &StdinRequest{}}, "exec id 0 names no command"},
+		{"stdin without its field", &Request{Version: 2, Op: OpStdin}, `needs the field "stdin"`},
+		{"version 1", &Request{Version: 1, Op: OpHello}, "protocol version 1 not supported (this side speaks 2)"},
 	} {
 		err := tc.r.Validate()
 		if (tc.err == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.err) {
@@ -167,7 +196,7 @@ func TestRequestValidate(t *testing.T) {
 }
 
 func TestRequestBytesExact(t *testing.T) {
-	r := &Request{Version: 1, Op: OpExec, Exec: &ExecRequest{Argv: []ByteString{"printf", "\xff\xfe", "ünï"}, Env: []ByteString{"K=\x80"}, Dir: "/\xc3"}}
+	r := &Request{Version: 2, Op: OpExec, Exec: &ExecRequest{Argv: []ByteString{"printf", "\xff\xfe", "ünï"}, Env: []ByteString{"K=\x80"}, Dir: "/\xc3"}}
 	b, err := EncodeRequest(r)
 	if err != nil {
 		t.Fatal(err)
@@ -189,16 +218,17 @@ func TestErrorReply(t *testing.T) {
 func frameSeeds() [][]byte {
 	var seeds [][]byte
 	for _, f := range []Frame{
-		{FrameRequest, []byte(`{"version":1,"op":"exec","exec":{"argv":["bHM="]}}`)},
+		{FrameRequest, []byte(`{"version":2,"op":"exec","exec":{"argv":["bHM="]}}`)},
 		{FrameStdout, []byte("hello")},
 		{FrameExit, []byte{0, 0, 0, 7, 0}},
 		{FrameExit, []byte{0, 0, 1, 0, 0}},
 		{FrameResize, []byte{0, 24, 0, 80}},
 		{FrameSignal, []byte{2}},
-		{FrameStarted, EncodeCount(StdinWindow)},
-		{FrameStdinAck, EncodeCount(10)},
+		{FrameStarted, EncodeStarted(7)},
+		{FrameCloseOutput, []byte{OutputStdout}},
+		{FrameCloseStdin, nil},
 		{FrameError, EncodeError(127, "not found")},
-		{FrameReply, []byte(`{"agent_version":"x","protocol_version":1,"pid":1}`)},
+		{FrameReply, []byte(`{"agent_version":"x","protocol_version":2,"pid":1}`)},
 	} {
 		seeds = append(seeds, AppendFrame(nil, f.Type, f.Payload))
 	}
@@ -265,12 +295,15 @@ func decodePayload(t *testing.T, fr Frame) {
 			t.Fatalf("hello %+v accepted", h)
 		}
 	case FrameStarted:
-		if n, err := DecodeStarted(fr.Payload, true); err == nil && (n < MaxData || n > MaxStdinWindow) {
-			t.Fatalf("window %d accepted", n)
+		if n, err := DecodeStarted(fr.Payload, true); err == nil && n == 0 {
+			t.Fatalf("command id 0 accepted for an exec")
 		}
-	case FrameStdinAck:
-		if n, err := DecodeAck(fr.Payload, StdinWindow); err == nil && (n < 1 || n > StdinWindow) {
-			t.Fatalf("ack %d accepted", n)
+		if n, err := DecodeStarted(fr.Payload, false); err == nil && n != 0 {
+			t.Fatalf("command id %d accepted for a copy", n)
+		}
+	case FrameCloseOutput:
+		if o, err := DecodeCloseOutput(fr.Payload); err == nil && o != OutputStdout && o != OutputStderr {
+			t.Fatalf("output %d accepted", o)
 		}
 	}
 }
@@ -292,14 +325,15 @@ func checkRequestRoundTrip(t *testing.T, r *Request) {
 // FuzzRequest checks request decoding and validation on arbitrary JSON.
 func FuzzRequest(f *testing.F) {
 	for _, s := range []string{
-		`{"version":1,"op":"hello"}`,
-		`{"version":1,"op":"exec","exec":{"argv":["bHM=","LWw="],"env":["QT1i"],"dir":"L3RtcA==","user":"alice:wheel","stdin":true,"tty":true,"rows":24,"cols":80,"kill_grace_ms":100}}`,
-		`{"version":1,"op":"exec","exec":{"shell":"ZWNobyBoaQ=="}}`,
-		`{"version":1,"op":"put","put":{"path":"L3RtcA=="}}`,
-		`{"version":1,"op":"get","get":{"path":"L2V0Yw=="}}`,
-		`{"version":1,"op":"poweroff"}`,
 		`{"version":2,"op":"hello"}`,
-		`{"version":1,"op":"exec","exec":{"argv":[]}}`,
+		`{"version":2,"op":"exec","exec":{"argv":["bHM=","LWw="],"env":["QT1i"],"dir":"L3RtcA==","user":"alice:wheel","stdin":true,"tty":true,"rows":24,"cols":80,"kill_grace_ms":100}}`,
+		`{"version":2,"op":"exec","exec":{"shell":"ZWNobyBoaQ=="}}`,
+		`{"version":2,"op":"put","put":{"path":"L3RtcA=="}}`,
+		`{"version":2,"op":"get","get":{"path":"L2V0Yw=="}}`,
+		`{"version":2,"op":"poweroff"}`,
+		`{"version":2,"op":"stdin","stdin":{"exec":3}}`,
+		`{"version":1,"op":"hello"}`,
+		`{"version":2,"op":"exec","exec":{"argv":[]}}`,
 		`[]`, `null`, `{"version":1e400}`,
 	} {
 		f.Add([]byte(s))

@@ -348,3 +348,154 @@ func TestAgentBinaryRestart(t *testing.T) {
 		t.Fatal("the agent did not stop on SIGTERM")
 	}
 }
+
+// spliceAgents is a port imitation whose guest side each agent binary
+// reaches through a Unix socket: accept splices the next agent's
+// connection onto the port until either side ends (the agent dies: the
+// port closes).
+type spliceAgents struct {
+	t       *testing.T
+	ln      *net.UnixListener
+	sock    string
+	port    *porttest.Port
+	link    *agent.Link
+	splices sync.WaitGroup
+}
+
+func newSpliceAgents(t *testing.T) *spliceAgents {
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostConn, portConn := net.Pipe()
+	s := &spliceAgents{t: t, ln: ln.(*net.UnixListener), sock: sock, port: porttest.New(portConn)}
+	s.link = agent.NewLink(hostConn, agent.LinkOptions{})
+	t.Cleanup(func() {
+		s.link.Close()
+		s.port.Close()
+		ln.Close()
+		s.splices.Wait()
+	})
+	return s
+}
+
+func (s *spliceAgents) accept(a *agentProcess) {
+	s.t.Helper()
+	s.ln.SetDeadline(time.Now().Add(30 * time.Second))
+	conn, err := s.ln.Accept()
+	if err != nil {
+		s.t.Fatalf("the agent did not connect: %v\n%s", err, a.stderr)
+	}
+	end, err := s.port.Open()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.splices.Add(2)
+	go func() {
+		defer s.splices.Done()
+		io.Copy(end, conn)
+		end.Close()
+		conn.Close()
+	}()
+	go func() {
+		defer s.splices.Done()
+		io.Copy(conn, end)
+		end.Close()
+		conn.Close()
+	}()
+}
+
+// TestAgentBinaryKilled: the agent binary is killed (SIGKILL) with a
+// command running, and again with none, in a "VM" that goes on: with the
+// port's close event (QEMU's VSERPORT_CHANGE), the command and every verb
+// after it fail within 2 s saying that the agent's port closed, and the
+// next agent is used as soon as it has opened the port.
+func TestAgentBinaryKilled(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the agent runs commands only on Linux")
+	}
+	bin := buildAgent(t)
+	opened := make(chan struct{}, 8)
+	s := newSpliceAgents(t)
+	s.port.Notify(func(open bool) {
+		s.link.PortOpen(open)
+		if open {
+			opened <- struct{}{}
+		}
+	})
+	c := agent.NewClient(s.link.Dial)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, running := range []bool{true, false} {
+		a := startAgent(t, bin, s.sock)
+		s.accept(a)
+		<-opened
+		start := time.Now()
+		if h, err := c.Hello(ctx); err != nil || h.PID != a.cmd.Process.Pid {
+			t.Fatalf("hello: %+v %v\n%s", h, err, a.stderr)
+		}
+		t.Logf("the new agent answered after %v", time.Since(start))
+		var done chan error
+		if running {
+			started := make(chan struct{})
+			done = make(chan error, 1)
+			go func() {
+				_, err := c.Exec(ctx, agent.Command{Shell: "echo started; exec sleep 60"}, agent.Stdio{Stdout: writerFunc(func(p []byte) (int, error) {
+					select {
+					case <-started:
+					default:
+						close(started)
+					}
+					return len(p), nil
+				})})
+				done <- err
+			}()
+			<-started
+		}
+		a.cmd.Process.Kill()
+		<-a.exited
+		killed := time.Now()
+		if running {
+			select {
+			case err := <-done:
+				if !errors.Is(err, agent.ErrAgentGone) {
+					t.Fatalf("the command of the killed agent: %v", err)
+				}
+				t.Logf("the command failed after %v: %v", time.Since(killed), err)
+			case <-time.After(2 * time.Second):
+				t.Fatal("the command of the killed agent did not fail within 2 s")
+			}
+		}
+		for name, op := range map[string]func() error{
+			"hello": func() error { _, err := c.Hello(ctx); return err },
+			"exec": func() error {
+				_, err := c.Exec(ctx, agent.Command{Argv: []string{"true"}}, agent.Stdio{})
+				return err
+			},
+			"cp":       func() error { return c.CopyFrom(ctx, "/etc/hostname", t.TempDir()) },
+			"poweroff": func() error { return c.PowerOff(ctx) },
+		} {
+			start := time.Now()
+			err := op()
+			if !errors.Is(err, agent.ErrAgentGone) || time.Since(start) > 2*time.Second {
+				t.Errorf("%s after the kill: %v after %v; want ErrAgentGone within 2 s", name, err, time.Since(start))
+			}
+		}
+	}
+	// And the next one is used at once.
+	a := startAgent(t, bin, s.sock)
+	s.accept(a)
+	<-opened
+	var out bytes.Buffer
+	if st, err := c.Exec(ctx, agent.Command{Argv: []string{"echo", "again"}}, agent.Stdio{Stdout: &out}); err != nil || st != 0 || out.String() != "again\n" {
+		t.Fatalf("exec on the new agent: %d %v %q", st, err, out.String())
+	}
+	if err := s.link.Err(); err != nil {
+		t.Fatalf("the link ended: %v", err)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

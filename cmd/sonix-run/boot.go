@@ -56,7 +56,7 @@ Console keys (when stdin is a terminal): Ctrl-a x stops the VM and exits,
 Ctrl-a h lists the keys, Ctrl-a Ctrl-a sends Ctrl-a.
 
 With --run or -- COMMAND, the command runs as root in the guest (its agent:
-docs/harness.md); its stdout and stderr are sonix-run's, the console goes
+docs/protocol.md); its stdout and stderr are sonix-run's, the console goes
 to --console-log (and stderr with --verbose), and the guest powers off after.
 --run 'CMD' is run by sh -c; after -- the words are run as they are.
 

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/sonix-run/sonix-run/agent"
 	"github.com/sonix-run/sonix-run/config"
 	"github.com/sonix-run/sonix-run/internal/termsafe"
 	"github.com/sonix-run/sonix-run/launcher"
@@ -27,9 +28,9 @@ const (
 	exitFailure    = 120 // QEMU, virtiofsd or sonix-run itself failed
 	exitGuestReset = 121 // the guest rebooted
 	exitGuestPanic = 122 // the guest kernel panicked
-	exitNoReport   = 123 // a command: the guest ended without reporting its status
+	exitNoReport   = 123 // a command started, but the guest or its agent ended before its status came
 	exitTimeout    = 124 // --timeout expired (as timeout(1))
-	exitNoAgent    = 125 // a command: the guest ended before its agent was ready (boot failure)
+	exitNoAgent    = 125 // a command: no guest agent to run it (a boot failure, an agent that stopped)
 	exitSignalBase = 128 // + the signal that stopped the run; Ctrl-a x counts as SIGINT
 )
 
@@ -84,6 +85,10 @@ func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case errors.Is(err, rundir.ErrNotRunning), errors.Is(err, rundir.ErrBadName), errors.As(err, &tty):
 		return exitUsage // a name that is not running, or no terminal: nothing was started
+	case errors.Is(err, agent.ErrStatusUnknown):
+		return exitNoReport // exec: the VM or its agent ended while the command ran
+	case !errors.As(err, &e) && agent.SessionEndOf(err) != "" && !errors.Is(err, agent.ErrProtocol):
+		return exitNoAgent // exec: no live agent to run the command
 	case !errors.As(err, &e):
 		return exitFailure
 	}

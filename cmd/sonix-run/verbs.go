@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -212,6 +213,9 @@ func cmdCp(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sonix-run cp: %s\n", termsafe.Text(err.Error()))
+		if agent.SessionEndOf(err) != "" && !errors.Is(err, agent.ErrProtocol) {
+			return exitNoAgent // no live agent to copy with, as exec's 125
+		}
 		return exitFailure
 	}
 	return exitOK

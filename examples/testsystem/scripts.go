@@ -27,10 +27,17 @@ func shQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
+// stage1Load is a module file that stage 1 loads (a path inside the
+// initrd), and the conditions under which it does: any of when (shell
+// conditions of stage 1: has_pci, cmdline_has); none means always.
+type stage1Load struct {
+	path string
+	when []string
+}
+
 // stage1Script is the initrd's /init. It runs under busybox sh as PID 1.
-// modules are paths inside the initrd, in load order, built for kernel
-// release.
-func stage1Script(release string, modules []string) string {
+// modules are in load order, built for kernel release.
+func stage1Script(release string, modules []stage1Load) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 # sonix-run test system, stage 1: load the virtio/virtiofs drivers, build a
@@ -55,12 +62,42 @@ load() {
 		*) fail "insmod $1 failed" ;;
 	esac
 }
+
+# Drivers of devices the machine does not have, and ext4 without a state
+# disk, are not loaded: each insmod costs tens of milliseconds under TCG.
+# The PCI devices are known before any module is loaded; with none seen
+# (a PCI host driver that is a module), everything is loaded.
+read -r cmdline < /proc/cmdline
+pci_ids=
+set +f
+for d in /sys/bus/pci/devices/*; do
+	[ -r "$d/vendor" ] && [ -r "$d/device" ] || continue
+	read -r v < "$d/vendor"
+	read -r i < "$d/device"
+	pci_ids="$pci_ids ${v#0x}:${i#0x}"
+done
+set -f
+has_pci() { # has_pci VENDOR:DEVICE...
+	[ -n "$pci_ids" ] || return 0
+	for id; do
+		case "$pci_ids " in *" $id "*) return 0 ;; esac
+	done
+	return 1
+}
+cmdline_has() { # cmdline_has PREFIX: a kernel parameter starts with PREFIX
+	case " $cmdline" in *" $1"*) return 0 ;; esac
+	return 1
+}
 `)
 	// Another kernel (sonix-run --kernel) cannot load these modules: it
 	// boots only with the drivers built in, which the mount below checks.
 	fmt.Fprintf(&b, "if [ \"$(uname -r)\" = %s ]; then\n\t:\n", shQuote(release))
 	for _, m := range modules {
-		fmt.Fprintf(&b, "\tload %s\n", shQuote(m))
+		if len(m.when) == 0 {
+			fmt.Fprintf(&b, "\tload %s\n", shQuote(m.path))
+			continue
+		}
+		fmt.Fprintf(&b, "\tif %s; then load %s; fi\n", strings.Join(m.when, " || "), shQuote(m.path))
 	}
 	fmt.Fprintf(&b, "else\n\techo \"sonix-test: kernel $(uname -r) is not \"%s\", whose modules this initrd holds; using its built-in drivers\"\nfi\n", shQuote(release))
 	b.WriteString(`
@@ -68,7 +105,7 @@ load() {
 # loaded: under Virtualization.framework (console=hvc0) everything written so
 # far went nowhere. Once hvc0 exists, reopen the console (a failed exec
 # redirection would end PID 1, hence the test in a subshell first).
-case " $(cat /proc/cmdline) " in
+case " $cmdline " in
 *" console=hvc0"*)
 	i=0
 	while [ ! -e /sys/class/tty/hvc0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
@@ -77,7 +114,7 @@ case " $(cat /proc/cmdline) " in
 esac
 
 init=
-for arg in $(cat /proc/cmdline); do
+for arg in $cmdline; do
 	case "$arg" in
 		init=*) init="${arg#init=}" ;;
 	esac
@@ -113,7 +150,8 @@ func stage2Script(bin, agent string) string {
 	return fmt.Sprintf(`#!%[1]s/sh
 # sonix-run test system, stage 2: report what the guest sees, then do what
 # the kernel parameter sonix.test= asks (poweroff, panic, reboot, hang,
-# serve, shell).
+# serve, shell). With sonix.agent=respawn, the guest agent is started again
+# whenever it exits.
 export PATH=%[1]s
 export HOME=/root
 
@@ -127,6 +165,31 @@ mountpoint() {
 [ -r /proc/mounts ] || mount -t proc proc /proc
 mountpoint /sys || mount -t sysfs sysfs /sys
 mountpoint /dev || mount -t devtmpfs devtmpfs /dev
+
+# sonix-run's guest agent (docs/protocol.md), when sonix-run gave the guest
+# its port, runs beside whatever sonix.test= asks; without an action it is
+# what the system does until it is asked to power off. sonix.test=noagent
+# leaves it out, for the boot-failure case.
+read -r cmdline < /proc/cmdline
+action=
+set -f
+for arg in $cmdline; do
+	case "$arg" in
+		sonix.test=*) action="${arg#sonix.test=}" ;;
+	esac
+done
+set +f
+agent_port=
+for p in /sys/class/virtio-ports/*; do
+	name=
+	[ -r "$p/name" ] && read -r name < "$p/name"
+	[ "$name" = org.sonix-run.agent ] && agent_port=1
+done
+if [ "$action" != noagent ] && [ -n "$agent_port" ]; then
+	# Read the agent into the page cache (over virtio-fs) on the other
+	# CPU while the rest of this script runs: it starts sooner.
+	cat %[2]s > /dev/null 2>&1 &
+fi
 
 # Last entry wins: a later mount on the same point hides earlier ones.
 root_fstype=unknown
@@ -151,7 +214,6 @@ for m in /lib/modules/*; do
 	modules="$modules${modules:+ }${m##*/}"
 done
 
-cmdline=$(cat /proc/cmdline)
 echo "sonix-test: root-fstype=$root_fstype"
 echo "sonix-test: store-fstype=$store_fstype store-mode=$store_mode"
 echo "sonix-test: modules=${modules:-none}"
@@ -232,25 +294,23 @@ for spec in $specs; do
 	done
 done
 
-# sonix-run's guest agent (docs/harness.md), when sonix-run gave the guest
-# its port, runs beside whatever sonix.test= asks; without an action it is
-# what the system does until it is asked to power off. sonix.test=noagent
-# leaves it out, for the boot-failure case.
-action=
-set -f
-for arg in $cmdline; do
-	case "$arg" in
-		sonix.test=*) action="${arg#sonix.test=}" ;;
-	esac
-done
-set +f
-agent_port=
-for p in /sys/class/virtio-ports/*; do
-	[ "$(cat "$p/name" 2>/dev/null)" = org.sonix-run.agent ] && agent_port=1
-done
 if [ "$action" != noagent ] && [ -n "$agent_port" ]; then
 	echo "sonix-test: starting the agent"
-	%[2]s &
+	case " $cmdline " in
+	*" sonix.agent=respawn "*)
+		# For tests of an agent that dies in a VM that goes on: start it
+		# again 3 s after it exits, as a service manager would.
+		(
+			while :; do
+				%[2]s
+				echo "sonix-test: the agent exited ($?); starting it again in 3 s"
+				sleep 3
+				echo "sonix-test: starting the agent again"
+			done
+		) &
+		;;
+	*) %[2]s & ;;
+	esac
 	agent_pid=$!
 	if [ -z "$action" ]; then
 		wait $agent_pid

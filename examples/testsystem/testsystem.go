@@ -3,12 +3,15 @@
 // busybox, a distribution kernel, a busybox initrd and a toplevel holding
 // boot.json (bootspec v1) and a stage 2 init.
 //
-// The initrd loads the virtio and virtiofs drivers, mounts a tmpfs root,
-// mounts the host store (virtiofs tag "store") read-only on /nix/store and
-// the kernel modules (tag "modules", optional) on /lib/modules, and switches
-// to the init= program. That init prints "sonix-test: key=value" report
-// lines and then acts on the kernel parameter sonix.test=
-// (poweroff, the default; panic; reboot; hang; shell).
+// The initrd loads the virtio and virtiofs drivers (and the drivers of the
+// other devices the machine has; ext4 only with sonix.state), mounts a tmpfs
+// root, mounts the host store (virtiofs tag "store") read-only on /nix/store
+// and the kernel modules (tag "modules", optional) on /lib/modules, and
+// switches to the init= program. That init prints "sonix-test: key=value"
+// report lines, starts sonix-run's guest agent when the machine has its port
+// (again whenever it exits with sonix.agent=respawn), and then acts on the
+// kernel parameter sonix.test= (poweroff, the default; panic; reboot; hang;
+// serve; shell).
 //
 // The kernel and busybox come from the host: run scripts/install-test-deps,
 // then FindInputs locates them.
@@ -25,6 +28,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -456,7 +460,7 @@ func buildInitrd(busybox []byte, modRoot string) ([]byte, error) {
 	for _, a := range busyboxApplets {
 		check(cw.Symlink("bin/"+a, "busybox"))
 	}
-	var loads []string
+	var loads []stage1Load
 	for _, m := range mods {
 		data, comp, err := (&moduleIndex{root: modRoot}).readModule(m.rel)
 		if err != nil {
@@ -472,7 +476,11 @@ func buildInitrd(busybox []byte, modRoot string) ([]byte, error) {
 		p := path.Join("lib/modules", ver, rel)
 		mkdirs(path.Dir(p))
 		check(cw.File(p, 0o644, data))
-		loads = append(loads, "/"+p)
+		var when []string
+		if !slices.Contains(m.when, always) {
+			when = m.when
+		}
+		loads = append(loads, stage1Load{path: "/" + p, when: when})
 	}
 	check(cw.File("init", 0o755, []byte(stage1Script(ver, loads))))
 	check(cw.Close())

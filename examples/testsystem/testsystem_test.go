@@ -251,13 +251,48 @@ func TestResolveModulesFromModulesDep(t *testing.T) {
 		t.Errorf("pvpanic-mmio path = %q", mods[len(mods)-1].rel)
 	}
 
+	for _, m := range mods {
+		if len(m.when) != 1 || m.when[0] != always {
+			t.Errorf("%s loaded when %q, want always", m.name, m.when)
+		}
+	}
+
+	// A module loads under the conditions of the modules that need it; one
+	// that an unconditional module needs loads always.
+	writeFile(t, filepath.Join(root, "modules.dep"), strings.Join([]string{
+		"kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko",
+		"kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko",
+		"kernel/net/core/failover.ko:",
+		"kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko",
+		"kernel/lib/crc16.ko:",
+		"kernel/fs/mbcache.ko:",
+		"kernel/fs/other.ko: kernel/fs/mbcache.ko",
+		"",
+	}, "\n"))
+	mods, err = resolveModules(root, []stage1Module{
+		{name: "virtio_net", when: "has_pci 1af4:1000"},
+		{name: "ext4", when: "cmdline_has sonix.state"},
+		{name: "crc16", when: "has_pci 1:2"},
+		{name: "other"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range mods {
+		got = append(got, m.name+"="+strings.Join(m.when, "|"))
+	}
+	if want := "failover=has_pci 1af4:1000 net_failover=has_pci 1af4:1000 virtio_net=has_pci 1af4:1000 crc16=cmdline_has sonix.state|has_pci 1:2 mbcache=always ext4=cmdline_has sonix.state other=always"; strings.Join(got, " ") != want {
+		t.Errorf("conditions\n%s\nwant\n%s", strings.Join(got, " "), want)
+	}
+
 	// A required module that is missing is an error.
-	if _, err := resolveModules(root, []stage1Module{{"virtio_missing", true}}); err == nil {
+	if _, err := resolveModules(root, []stage1Module{{name: "virtio_missing", required: true}}); err == nil {
 		t.Error("missing required module: no error")
 	}
 	// A missing dependency is an error too.
 	writeFile(t, filepath.Join(root, "modules.dep"), "kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko\n")
-	if _, err := resolveModules(root, []stage1Module{{"virtiofs", true}}); err == nil || !strings.Contains(err.Error(), "fuse") {
+	if _, err := resolveModules(root, []stage1Module{{name: "virtiofs", required: true}}); err == nil || !strings.Contains(err.Error(), "fuse") {
 		t.Errorf("missing dependency: err = %v, want one naming fuse", err)
 	}
 }
@@ -268,7 +303,7 @@ func TestScriptsParse(t *testing.T) {
 		t.Skip("no /bin/busybox to syntax-check the scripts with")
 	}
 	for name, script := range map[string]string{
-		"stage1": stage1Script("6.1.0-test", []string{"/lib/modules/v/kernel/a.ko", "/lib/modules/v/kernel/b b.ko.xz"}),
+		"stage1": stage1Script("6.1.0-test", []stage1Load{{path: "/lib/modules/v/kernel/a.ko"}, {path: "/lib/modules/v/kernel/b b.ko.xz", when: []string{"has_pci 1af4:1000", "cmdline_has x"}}}),
 		"stage2": stage2Script("/nix/store/00000000000000000000000000000000-busybox/bin", "/nix/store/00000000000000000000000000000000-sonix-run-agent/bin/sonix-run-agent"),
 	} {
 		cmd := exec.Command(sh, "sh", "-n")

@@ -108,7 +108,7 @@ type world struct {
 	outs       string // the runs' $out directories
 	toplevel   string // the test system's toplevel, as a /nix/store path
 	goVersion  string
-	kvm        bool // the host has /dev/kvm: the sandbox gets it (--kvm)
+	kvm        bool // the sandbox's user can use the host's /dev/kvm: it gets it (--kvm)
 	mu         sync.Mutex
 	goTestsFor map[string]string // package list -> store path of the binaries
 }
@@ -164,7 +164,11 @@ func (w *world) make() {
 		w.err = fmt.Errorf("test system inputs missing (run scripts/install-test-deps): %w", err)
 		return
 	}
-	if fi, err := os.Stat("/dev/kvm"); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	// The sandbox's uid gets /dev/kvm's group (scripts/nix-sandbox), so
+	// KVM is the build user's when the group or everyone may use it; a
+	// /dev/kvm only root may open (0600) is a builder without the feature.
+	if fi, err := os.Stat("/dev/kvm"); err == nil && fi.Mode()&os.ModeCharDevice != 0 &&
+		(fi.Mode().Perm()&0o060 == 0o060 || fi.Mode().Perm()&0o006 == 0o006) {
 		w.kvm = true
 	}
 

@@ -1,6 +1,6 @@
 // Package copytar archives a file or directory tree as tar and extracts
 // such an archive, with the semantics of docker cp (docs/copy.md): the put
-// and get operations of the agent protocol (docs/harness.md) on both ends.
+// and get operations of the agent protocol (docs/protocol.md) on both ends.
 //
 // Both directions work on handles, never on paths below what the user
 // named: Write reads every entry through a file descriptor opened without

@@ -5,7 +5,6 @@ package copytar
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sonix-run/sonix-run/agent/internal/treetest"
 )
 
 // archive builds a tar archive; a regular file's body is given as its
@@ -41,7 +42,7 @@ func archive(t testing.TB, entries ...tar.Header) []byte {
 }
 
 var (
-	t0 = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	t0 = treetest.T0
 	t1 = time.Date(2023, 6, 7, 8, 9, 10, 123456000, time.UTC)
 )
 
@@ -56,105 +57,6 @@ func file(name, body string, mode int64) tar.Header {
 }
 func link(name, target string) tar.Header {
 	return tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, ModTime: t1, Format: tar.FormatPAX}
-}
-
-// node is what snapshot keeps of a file.
-type node struct {
-	mode     fs.FileMode
-	uid, gid uint32
-	size     int64
-	sum      [32]byte
-	link     string
-	mtime    time.Time
-}
-
-// snapshot records every entry under root (root itself as "."): type and
-// mode, owner, size, contents, link target, modification time.
-func snapshot(t testing.TB, root string) map[string]node {
-	t.Helper()
-	out := map[string]node{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		n := node{mode: fi.Mode(), uid: st.Uid, gid: st.Gid, size: fi.Size(), mtime: fi.ModTime()}
-		switch {
-		case fi.Mode()&fs.ModeSymlink != 0:
-			n.link, err = os.Readlink(p)
-		case fi.Mode().IsRegular():
-			var b []byte
-			b, err = os.ReadFile(p)
-			n.sum = sha256.Sum256(b)
-		case fi.IsDir():
-			n.size = 0 // a directory's size says little and varies
-		}
-		rel, _ := filepath.Rel(root, p)
-		out[rel] = n
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// sameTree fails unless the two snapshots are equal; rootMtime says
-// whether the root's own mtime must be too (creating and removing a
-// temporary entry in it changes it).
-func sameTree(t testing.TB, before, after map[string]node, rootMtime bool) {
-	t.Helper()
-	for name, b := range before {
-		a, ok := after[name]
-		if name == "." && !rootMtime {
-			a.mtime = b.mtime
-		}
-		switch {
-		case !ok:
-			t.Errorf("%s: gone", name)
-		case a != b:
-			t.Errorf("%s: changed: %+v, was %+v", name, a, b)
-		}
-	}
-	for name := range after {
-		if _, ok := before[name]; !ok {
-			t.Errorf("%s: appeared", name)
-		}
-	}
-}
-
-// homeLike makes a directory with what a copy must never touch: a
-// .bashrc, a .ssh (0700) with authorized_keys, a subdirectory.
-func homeLike(t testing.TB) string {
-	t.Helper()
-	home := filepath.Join(t.TempDir(), "home")
-	for _, d := range []struct {
-		p    string
-		mode fs.FileMode
-	}{{home, 0o755}, {filepath.Join(home, ".ssh"), 0o700}, {filepath.Join(home, "src"), 0o750}} {
-		if err := os.Mkdir(d.p, d.mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(d.p, d.mode)
-	}
-	for _, f := range []struct {
-		p, body string
-		mode    fs.FileMode
-	}{{".bashrc", "alias ls='ls -F'\n", 0o644}, {".ssh/authorized_keys", "ssh-ed25519 AAAA mine\n", 0o600}, {"src/main.go", "package main\n", 0o640}} {
-		p := filepath.Join(home, f.p)
-		if err := os.WriteFile(p, []byte(f.body), f.mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chtimes(p, t0, t0)
-	}
-	for _, d := range []string{"src", ".ssh", "."} {
-		os.Chtimes(filepath.Join(home, d), t0, t0)
-	}
-	return home
 }
 
 // headerOnly is an archive whose last header declares more data than
@@ -258,17 +160,17 @@ func hostileArchives(t testing.TB) []struct {
 func TestExtractRefusesHostileArchives(t *testing.T) {
 	for _, tc := range hostileArchives(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			home := homeLike(t)
-			outer := snapshot(t, filepath.Dir(home))
-			before := snapshot(t, home)
+			home := treetest.HomeLike(t)
+			outer := treetest.Snapshot(t, filepath.Dir(home))
+			before := treetest.Snapshot(t, home)
 			err := Extract(bytes.NewReader(tc.data), home, tc.opt)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err %v, want %q", err, tc.want)
 			}
 			// Refused at the first entry: not even the directory's time
 			// changed. Else a temporary entry came and went.
-			sameTree(t, before, snapshot(t, home), tc.opt.Top != "")
-			o := snapshot(t, filepath.Dir(home))
+			treetest.Same(t, before, treetest.Snapshot(t, home), tc.opt.Top != "")
+			o := treetest.Snapshot(t, filepath.Dir(home))
 			for k := range o {
 				if _, ok := outer[k]; !ok && !strings.HasPrefix(k, "home/") {
 					t.Errorf("%s appeared outside the destination", k)
@@ -342,7 +244,7 @@ func TestExtractDoesNotFollowExistingLinks(t *testing.T) {
 	os.Mkdir(dst, 0o755)
 	os.Mkdir(victim, 0o700)
 	os.WriteFile(filepath.Join(victim, "f"), []byte("keep"), 0o600)
-	before := snapshot(t, victim)
+	before := treetest.Snapshot(t, victim)
 	// A link already in the destination, named like the archive's top.
 	os.Symlink(victim, filepath.Join(dst, "top"))
 	err := Extract(bytes.NewReader(archive(t, dirMode("top/", 0o777), file("top/x", "evil", 0o644))), dst, Options{})
@@ -363,7 +265,7 @@ func TestExtractDoesNotFollowExistingLinks(t *testing.T) {
 	if err := Extract(bytes.NewReader(archive(t, dir("d/"), file("d/f", "new", 0o666))), dst, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	sameTree(t, before, snapshot(t, victim), true)
+	treetest.Same(t, before, treetest.Snapshot(t, victim), true)
 }
 
 // TestExtractSemantics: the destination rules of docs/copy.md, as docker
@@ -486,7 +388,7 @@ func TestExtractSemantics(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(base)
 			}
-			before := snapshot(t, base)
+			before := treetest.Snapshot(t, base)
 			dst := filepath.Join(base, tc.dst)
 			if strings.HasSuffix(tc.dst, "/") {
 				dst += "/"
@@ -496,14 +398,14 @@ func TestExtractSemantics(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("err %v, want %q", err, tc.want)
 				}
-				sameTree(t, before, snapshot(t, base), false)
+				treetest.Same(t, before, treetest.Snapshot(t, base), false)
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.check(t, base)
-			for name := range snapshot(t, base) {
+			for name := range treetest.Snapshot(t, base) {
 				if strings.Contains(name, ".sonix-run-cp-") {
 					t.Errorf("%s left behind", name)
 				}
@@ -561,7 +463,7 @@ func TestExtractUmask(t *testing.T) {
 	// Merging into existing directories leaves them as they were: the
 	// archive's mode and time are not applied to them.
 	t.Run("merge", func(t *testing.T) {
-		home := homeLike(t)
+		home := treetest.HomeLike(t)
 		os.Mkdir(filepath.Join(home, ".ssh", "conf.d"), 0o700)
 		os.Chtimes(filepath.Join(home, ".ssh", "conf.d"), t0, t0)
 		os.Chtimes(filepath.Join(home, ".ssh"), t0, t0)
@@ -621,13 +523,13 @@ func split(t testing.TB, before, after []tar.Header) ([]byte, int) {
 }
 
 // victim is a directory with a private file, outside the destination.
-func victim(t testing.TB) (string, map[string]node) {
+func victim(t testing.TB) (string, map[string]treetest.Node) {
 	v := filepath.Join(t.TempDir(), "victim")
 	os.Mkdir(v, 0o700)
 	os.WriteFile(filepath.Join(v, "secret"), []byte("victim's\n"), 0o600)
 	os.Chtimes(filepath.Join(v, "secret"), t0, t0)
 	os.Chtimes(v, t0, t0)
-	return v, snapshot(t, v)
+	return v, treetest.Snapshot(t, v)
 }
 
 // TestExtractSwappedDirectory: a directory that another user replaces by
@@ -656,7 +558,7 @@ func TestExtractSwappedDirectory(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "replaced during the copy") {
 			t.Errorf("err %v", err)
 		}
-		sameTree(t, before, snapshot(t, v), true)
+		treetest.Same(t, before, treetest.Snapshot(t, v), true)
 	})
 	t.Run("a directory opened again", func(t *testing.T) {
 		v, before := victim(t)
@@ -668,7 +570,7 @@ func TestExtractSwappedDirectory(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `"top/d1" is not a directory (symbolic links are not followed)`) {
 			t.Errorf("err %v", err)
 		}
-		sameTree(t, before, snapshot(t, v), true)
+		treetest.Same(t, before, treetest.Snapshot(t, v), true)
 	})
 	t.Run("between the last entry and the modes", func(t *testing.T) {
 		v, before := victim(t)
@@ -680,7 +582,7 @@ func TestExtractSwappedDirectory(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "replaced during the copy") {
 			t.Errorf("err %v", err)
 		}
-		sameTree(t, before, snapshot(t, v), true)
+		treetest.Same(t, before, treetest.Snapshot(t, v), true)
 		// Also with a file as the victim.
 		fv := filepath.Join(v, "secret")
 		os.Remove(filepath.Join(build, "top", "sub"))
@@ -689,7 +591,7 @@ func TestExtractSwappedDirectory(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "replaced during the copy") {
 			t.Errorf("err %v", err)
 		}
-		sameTree(t, before, snapshot(t, v), true)
+		treetest.Same(t, before, treetest.Snapshot(t, v), true)
 	})
 }
 
@@ -752,7 +654,7 @@ func TestExtractSwapRace(t *testing.T) {
 		} else {
 			failed++
 		}
-		sameTree(t, before, snapshot(t, v), true)
+		treetest.Same(t, before, treetest.Snapshot(t, v), true)
 		if t.Failed() {
 			t.Fatalf("iteration %d: the victim changed (err %v)", i, err)
 		}
@@ -1030,7 +932,7 @@ func TestNoDescriptorLeaks(t *testing.T) {
 	}
 	before := count()
 	for _, tc := range hostileArchives(t) {
-		Extract(bytes.NewReader(tc.data), homeLike(t), tc.opt)
+		Extract(bytes.NewReader(tc.data), treetest.HomeLike(t), tc.opt)
 	}
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(filepath.Join(src, "a", "b"), 0o755)

@@ -1,4 +1,4 @@
-package agent
+package transport
 
 import (
 	"context"
@@ -7,10 +7,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/yamux"
-
-	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
 // session is one yamux client session with one run of the guest agent,
@@ -20,16 +19,17 @@ type session struct {
 	l  *Link
 	id string // the preamble's
 	ys *yamux.Session
-	fw *wire.FrameWriter
+	fw *FrameWriter
 
 	in  *io.PipeWriter // Link.run feeds yamux here
 	out *io.PipeReader // yamux reads here
 
-	acked    chan struct{} // closed once the answer to the preamble is on the wire
-	dead     chan struct{} // closed when the session is over: nothing more is written
-	deadOnce sync.Once
-	ended    chan struct{} // closed once yamux has ended and reason is set
-	reason   *SessionError // under l.mu until ended is closed
+	acked     chan struct{} // closed once the answer to the preamble is on the wire
+	dead      chan struct{} // closed when the session is over: nothing more is written
+	deadOnce  sync.Once
+	ended     chan struct{} // closed once yamux has ended and reason is set
+	reason    *SessionError // under l.mu until ended is closed
+	announced time.Time     // when its preamble arrived
 }
 
 var errSessionOver = errors.New("the session is over")
@@ -41,9 +41,10 @@ func (l *Link) newSession(id string) *session {
 	s := &session{
 		l: l, id: id, in: pw, out: pr,
 		acked: make(chan struct{}), dead: make(chan struct{}), ended: make(chan struct{}),
+		announced: time.Now(),
 	}
-	s.fw = wire.NewFrameWriter(s.writeFrame, 0)
-	cfg := wire.YamuxConfig()
+	s.fw = NewFrameWriter(s.writeFrame, 0)
+	cfg := YamuxConfig()
 	// Only the host pings, and only a live session: the agent has
 	// announced itself, so it can answer. The timeout is long enough for
 	// a guest that is merely slow.
@@ -66,6 +67,9 @@ func (l *Link) newSession(id string) *session {
 	l.cur = s
 	l.refused = nil
 	l.ack = s
+	l.sessions++
+	l.port = portOpen // a preamble came through it
+	l.gone = nil
 	l.notifyLocked()
 	l.mu.Unlock()
 	l.wakeWriter()
@@ -171,7 +175,7 @@ func (s *session) writeFrame(frame []byte) error {
 	default:
 	}
 	if _, err := l.conn.Write(frame); err != nil {
-		l.fail(&SessionError{"agent: writing to the agent's port: " + err.Error(), err}) // takes no writeMu
+		l.fail(portError("writing", err)) // takes no writeMu
 		return err
 	}
 	return nil

@@ -1,4 +1,4 @@
-package wire
+package transport
 
 import (
 	"bytes"
@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+
+	"github.com/sonix-run/sonix-run/agent/wire"
 )
 
-// The lines that open a session on the port (docs/harness.md, "Transport"):
+// The lines that open a session on the port (docs/protocol.md, "Transport"):
 // the guest agent speaks first with its preamble,
 //
 //	SONIX-RUN-AGENT <version> <id>\n
@@ -36,7 +38,7 @@ const (
 // MaxPortWrite is the most a guest writes to the port at once: Linux's
 // virtio_console queues one write of at most 32 KiB as one buffer, so a
 // frame written with one write reaches the host whole even if the agent is
-// killed right after (docs/harness.md, "Transport").
+// killed right after (docs/protocol.md, "Transport").
 const MaxPortWrite = 32 << 10
 
 // NewSessionID returns a fresh random id for a preamble.
@@ -48,17 +50,17 @@ func NewSessionID() string {
 
 // AgentPreamble is the guest agent's first line on a newly opened port.
 func AgentPreamble(id string) []byte {
-	return []byte(AgentMagic + strconv.Itoa(Version) + " " + id + "\n")
+	return []byte(AgentMagic + strconv.Itoa(wire.Version) + " " + id + "\n")
 }
 
 // HostAck is the host's answer to the preamble with this id.
 func HostAck(id string) []byte {
-	return []byte(HostMagic + strconv.Itoa(Version) + " " + id + "\n")
+	return []byte(HostMagic + strconv.Itoa(wire.Version) + " " + id + "\n")
 }
 
 // HostResync is the line the host sends to end a session it has given up.
 func HostResync() []byte {
-	return []byte(HostMagic + strconv.Itoa(Version) + " " + ResyncToken + "\n")
+	return []byte(HostMagic + strconv.Itoa(wire.Version) + " " + ResyncToken + "\n")
 }
 
 // Line is a parsed preamble or host line.
@@ -70,7 +72,7 @@ type Line struct {
 }
 
 // ParseLine parses a line (without its newline) that starts with magic:
-// "<magic><version> <token>". A version other than Version is returned
+// "<magic><version> <token>". A version other than wire.Version is returned
 // without checking the rest, so that the caller can name it.
 func ParseLine(line []byte, magic string) (Line, error) {
 	rest, ok := bytes.CutPrefix(line, []byte(magic))
@@ -82,7 +84,7 @@ func ParseLine(line []byte, magic string) (Line, error) {
 		return Line{}, fmt.Errorf("version %q is not a number from 1 to 9999", v)
 	}
 	n, _ := strconv.Atoi(string(v))
-	if n != Version {
+	if n != wire.Version {
 		return Line{Version: n}, nil
 	}
 	switch {
