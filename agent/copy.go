@@ -239,7 +239,16 @@ func (c *Client) CopyTo(ctx context.Context, hostSrc, guestDst string, opts ...C
 		}
 		answer <- err
 	}()
-	bw := &dataWriter{w: k.w, t: wire.FrameStdin, wd: wd, idle: lim.IdleTimeout, buf: make([]byte, wire.HeaderSize, wire.HeaderSize+wire.MaxData)}
+	// Each frame sent is a wait for the guest, which the watchdog bounds.
+	bw := &wire.DataWriter{T: wire.FrameStdin, Send: func(t wire.FrameType, b []byte) error {
+		wd.arm(lim.IdleTimeout, "idle", "the guest agent took none of the archive for %s")
+		err := k.w.WriteData(t, b)
+		wd.disarm()
+		if err != nil {
+			return &streamWriteError{err}
+		}
+		return nil
+	}}
 	werr := src.Write(bw)
 	if werr == nil {
 		werr = bw.Flush()
@@ -282,48 +291,6 @@ type streamWriteError struct{ err error }
 
 func (e *streamWriteError) Error() string { return e.err.Error() }
 func (e *streamWriteError) Unwrap() error { return e.err }
-
-// dataWriter writes data as frames of one type, each within the bound,
-// gathered in a buffer that leaves room for the frame's header; each
-// write is a wait for the guest that the watchdog bounds.
-type dataWriter struct {
-	w    *wire.Writer
-	t    wire.FrameType
-	wd   *watchdog
-	idle time.Duration
-	buf  []byte // a header's room, then data
-}
-
-func (d *dataWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
-		d.buf = d.buf[:len(d.buf)+k]
-		n += k
-		p = p[k:]
-		if len(d.buf) == cap(d.buf) {
-			if err := d.Flush(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
-}
-
-// Flush sends what is gathered.
-func (d *dataWriter) Flush() error {
-	if len(d.buf) == wire.HeaderSize {
-		return nil
-	}
-	d.wd.arm(d.idle, "idle", "the guest agent took none of the archive for %s")
-	err := d.w.WriteData(d.t, d.buf)
-	d.wd.disarm()
-	d.buf = d.buf[:wire.HeaderSize]
-	if err != nil {
-		return &streamWriteError{err}
-	}
-	return nil
-}
 
 // CopyFrom copies the guest file or directory guestSrc to the host, with
 // the same rules as CopyTo (docs/copy.md). The guest's archive is checked

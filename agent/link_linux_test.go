@@ -11,10 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -500,7 +498,7 @@ func proxied(t *testing.T, l *agent.Link) *agent.Client {
 		if err != nil {
 			return nil, err
 		}
-		client, end := unixPair(t)
+		client, end := socketPair(t) // a half-close, as the control socket's (net.Pipe has none)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -508,26 +506,6 @@ func proxied(t *testing.T, l *agent.Link) *agent.Client {
 		}()
 		return client, nil
 	})
-}
-
-// unixPair is a connected pair of Unix sockets, as the control socket's
-// (net.Pipe has no half-close, which Proxy relies on).
-func unixPair(t *testing.T) (net.Conn, net.Conn) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
-	return conns[0], conns[1]
 }
 
 // TestProxyAgentGone: through Proxy (sonix-run's control socket), an

@@ -257,7 +257,7 @@ func (in *inputReader) Read(p []byte) (int, error) {
 
 // get streams a tar archive of src.
 func (s *server) get(o *op, src string) {
-	dw := &dataWriter{w: o.w, buf: make([]byte, wire.HeaderSize, wire.HeaderSize+wire.MaxData)}
+	dw := &wire.DataWriter{W: o.w, T: wire.FrameStdout}
 	err := copytar.Write(dw, src)
 	if err == nil {
 		err = dw.Flush()
@@ -267,40 +267,6 @@ func (s *server) get(o *op, src string) {
 		return
 	}
 	o.reply(struct{}{})
-}
-
-// dataWriter writes data as stdout frames of up to wire.MaxData bytes,
-// gathered in a buffer that leaves room for the header (bufio.Writer's
-// own would take a copy more).
-type dataWriter struct {
-	w   *wire.Writer
-	buf []byte // a header's room, then data
-}
-
-func (d *dataWriter) Write(p []byte) (int, error) {
-	n := 0
-	for len(p) > 0 {
-		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
-		d.buf = d.buf[:len(d.buf)+k]
-		n += k
-		p = p[k:]
-		if len(d.buf) == cap(d.buf) {
-			if err := d.Flush(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
-}
-
-// Flush sends what is gathered.
-func (d *dataWriter) Flush() error {
-	if len(d.buf) == wire.HeaderSize {
-		return nil
-	}
-	err := d.w.WriteData(wire.FrameStdout, d.buf)
-	d.buf = d.buf[:wire.HeaderSize]
-	return err
 }
 
 // register gives a started command its id, by which its stdin stream

@@ -249,3 +249,49 @@ func AppendFrame(b []byte, t FrameType, payload []byte) []byte {
 	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(payload)))
 	return append(b, payload...)
 }
+
+// DataWriter is an io.Writer that sends what it is given as data frames of
+// type T, each of up to MaxData bytes, gathered in one buffer that keeps
+// room for the header (a bufio.Writer would take one copy more). Flush
+// sends what is gathered. Send, when set, sends a frame instead of
+// W.WriteData: for a caller that bounds each send.
+type DataWriter struct {
+	W    *Writer
+	T    FrameType
+	Send func(t FrameType, b []byte) error
+	buf  []byte // a header's room, then data
+}
+
+func (d *DataWriter) Write(p []byte) (int, error) {
+	if d.buf == nil {
+		d.buf = make([]byte, HeaderSize, HeaderSize+MaxData)
+	}
+	n := 0
+	for len(p) > 0 {
+		k := copy(d.buf[len(d.buf):cap(d.buf)], p)
+		d.buf = d.buf[:len(d.buf)+k]
+		n += k
+		p = p[k:]
+		if len(d.buf) == cap(d.buf) {
+			if err := d.Flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// Flush sends what is gathered, if anything.
+func (d *DataWriter) Flush() error {
+	if len(d.buf) <= HeaderSize {
+		return nil
+	}
+	var err error
+	if d.Send != nil {
+		err = d.Send(d.T, d.buf)
+	} else {
+		err = d.W.WriteData(d.T, d.buf)
+	}
+	d.buf = d.buf[:HeaderSize]
+	return err
+}
