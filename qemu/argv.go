@@ -147,6 +147,9 @@ func Argv(vm *vmm.VM, qemuPath string) ([]string, error) {
 			"-chardev", "socket,id=agent,path="+opt(AgentSocket(vm))+",server=on,wait=off",
 			"-device", "virtserialport,bus=ports.0,chardev=agent,name="+vmm.AgentPortName+",id="+agentPortID)
 	}
+	if vm.Firmware != "" {
+		a = append(a, "-bios", vm.Firmware)
+	}
 	a = append(a, "-kernel", bootKernel(vm))
 	if vm.Initrd != "" {
 		a = append(a, "-initrd", vm.Initrd)

@@ -61,6 +61,16 @@ func TestArgv(t *testing.T) {
 				t.Errorf("-kernel = %q, want the cached vmlinux", got)
 			}
 		}},
+		{"the firmware Resolve chose replaces QEMU's default", func(vm *vmm.VM) { vm.Firmware = "/q/share/qemu/qboot.rom" }, func(t *testing.T, a []string) {
+			if got := pairs(a, "-bios"); len(got) != 1 || got[0] != "/q/share/qemu/qboot.rom" {
+				t.Errorf("-bios = %q, want qboot", got)
+			}
+		}},
+		{"no firmware chosen: QEMU's default", nil, func(t *testing.T, a []string) {
+			if has(a, "-bios") {
+				t.Errorf("-bios without a chosen firmware: %q", a)
+			}
+		}},
 		{"KernelAsIs boots the image even with a BootKernel", func(vm *vmm.VM) {
 			vm.BootKernel, vm.KernelAsIs = "/cache/kernels/abc-x1/vmlinux", true
 		}, func(t *testing.T, a []string) {

@@ -62,7 +62,11 @@ func (Backend) Resolve(ctx context.Context, vm *vmm.VM, mode vmm.Mode, log vmm.L
 	if err := resolveAccel(ctx, vm, p, mode == vmm.DryRun, log); err != nil {
 		return err
 	}
-	return resolveKernel(ctx, vm, mode, log)
+	if err := resolveKernel(ctx, vm, mode, log); err != nil {
+		return err
+	}
+	resolveFirmware(vm, p, log)
+	return nil
 }
 
 // Commands is what runs vm: a virtiofsd per share, then QEMU.
