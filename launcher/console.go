@@ -71,7 +71,7 @@ func openConsole(cfg *config.Config, out *output, msgs *messages, cl *cleanups) 
 	if cfg.Command != nil {
 		// The command's output owns stdout: boot messages go to the log,
 		// and to stderr only when asked.
-		dest = io.Discard
+		dest = &stallWatcher{msgs: msgs}
 		if cfg.Verbose {
 			dest = &lenient{w: out.stderr}
 		}
